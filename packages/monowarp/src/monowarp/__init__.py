@@ -1,0 +1,61 @@
+r"""monowarp: the monotone scaling group for local scale equivariance.
+
+Elements of the group are monotone maps $l: [0, 1]^2 \to [0, 1]^2$ built from per-row and per-column
+piecewise-linear monotone functions blended bilinearly (paper, sec. 4.1 and appendix A2.2). The package
+provides the elements (:class:`MonotoneScale`) with an exact inverse and exact lazy composition, the 1-D
+functions (:class:`Monotone1d`), the warps $S(I; l) = I \circ l^{-1}$ (:func:`warp`, eq. 13) and
+$S^{-1}(I; l) = I \circ l$ (:func:`unwarp`), and a sampler with guaranteed local scale factors
+(:func:`sample_monotone_scale`).
+
+Example:
+    >>> import torch, monowarp
+    >>> g = monowarp.sample_monotone_scale(2, grid=(4, 4), generator=torch.Generator().manual_seed(0))
+    >>> x = torch.rand(2, 3, 32, 48)
+    >>> y = monowarp.warp(x, g)
+    >>> y.shape
+    torch.Size([2, 3, 32, 48])
+"""
+
+from .functional import (
+    pixel_grid,
+    pixels_to_points,
+    points_to_pixels,
+    sample_at,
+    unwarp,
+    unwarp1d,
+    warp,
+    warp1d,
+)
+from .maps import InverseScaling, MonotoneScale, ScalingChain, ScalingMap
+from .monotone1d import Monotone1d
+from .sampling import sample_monotone_scale
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InverseScaling",
+    "Monotone1d",
+    "MonotoneScale",
+    "ScalingChain",
+    "ScalingMap",
+    "pixel_grid",
+    "pixels_to_points",
+    "points_to_pixels",
+    "sample_at",
+    "sample_monotone_scale",
+    "unwarp",
+    "unwarp1d",
+    "warp",
+    "warp1d",
+]
+
+# --------------------------------------------------------------------------------------------------------
+# Augmentation and visualisation (augmentation.py: RandomMonotoneScale; viz.py; demo.py) are added below by
+# their owner: import the public names here and extend __all__, e.g.
+#     from .augmentation import RandomMonotoneScale
+#     __all__ += ["RandomMonotoneScale"]
+# --------------------------------------------------------------------------------------------------------
+from . import viz
+from .augmentation import RandomMonotoneScale
+
+__all__ += ["RandomMonotoneScale", "viz"]

@@ -1,0 +1,277 @@
+"""Pictures of monotone scalings: the warped grid of the paper's Fig. 4, round trips, local scale maps.
+
+A monotone scaling $l$ moves the content at $q$ to $l(q)$ (eq. 13, $S(I; l)(p) = I(l^{-1}(p))$). A regular
+grid painted on the original image therefore appears in $S(I; l)$ as the image of the grid under $l$:
+:func:`draw_grid` draws it over the warped image, :func:`plot_warp` puts the original, $S(I; l)$, the round
+trip $S^{-1}(S(I; l); l)$ and a heat map of the local scale side by side, and :func:`local_scale_map`
+computes that heat map: the Jacobian determinant (area factor) or a diagonal entry of
+$\\partial l / \\partial p$ at every pixel.
+
+matplotlib is an optional dependency (``pip install "monowarp[plot]"``); it is imported only when a
+function here draws, and never through ``pyplot``, so no window or global figure state is involved.
+:func:`local_scale_map` needs only torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ._utils import check_size
+from .functional import pixel_grid, points_to_pixels, unwarp, warp
+from .maps import MonotoneScale, ScalingMap
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["draw_grid", "local_scale_map", "plot_warp"]
+
+_KINDS = ("det", "x", "y")
+_FRAMES = ("output", "source")
+_PANELS = ("original", "warped", "round_trip", "scale")
+
+
+def local_scale_map(
+    element: ScalingMap,
+    size: Sequence[int],
+    *,
+    kind: str = "det",
+    frame: str = "output",
+    align_corners: bool = True,
+) -> torch.Tensor:
+    """Local scale factor of ``element`` at every pixel of an image of ``size`` $(H, W)$.
+
+    Args:
+        element: a batch of ``B`` monotone scalings.
+        size: `(H, W)` of the image.
+        kind: ``"det"``: $\\det \\partial l / \\partial p$, the factor by which areas grow; ``"x"``:
+            $\\partial l_X / \\partial x$; ``"y"``: $\\partial l_Y / \\partial y$ (the diagonal of
+            :meth:`~monowarp.MonotoneScale.local_scale`).
+        frame: ``"output"``: the value at pixel $p$ of the warped image $S(I; l)$ is the scale factor of the
+            content that landed there, evaluated at $l^{-1}(p)$ (aligned with the warped image);
+            ``"source"``: the factor at pixel $q$ of the original image (aligned with the original).
+        align_corners: pixel convention (see :func:`~monowarp.warp`).
+
+    Returns:
+        `(B, H, W)` tensor; 1 means unscaled, above 1 magnified, below 1 shrunk.
+
+    Raises:
+        ValueError: unknown ``kind`` or ``frame``, or a bad ``size``.
+
+    Example:
+        >>> import torch
+        >>> from monowarp import MonotoneScale
+        >>> g = MonotoneScale.identity(2, grid=(4, 4))
+        >>> m = local_scale_map(g, (8, 12))
+        >>> m.shape, round(float(m.mean()), 4)
+        (torch.Size([2, 8, 12]), 1.0)
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    if frame not in _FRAMES:
+        raise ValueError(f"frame must be one of {_FRAMES}, got {frame!r}")
+    if not isinstance(element, ScalingMap):
+        raise TypeError(f"element must be a ScalingMap (e.g. a MonotoneScale), got {type(element).__name__}")
+    h, w = check_size(size)
+    pts = pixel_grid((h, w), align_corners=align_corners, device=element.device, dtype=element.dtype)
+    pts = pts.reshape(1, h * w, 2).expand(element.batch_size, h * w, 2)
+    if frame == "output":
+        pts = element.inverse_map(pts)
+    jac = element.local_scale(pts)
+    if kind == "det":
+        out = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
+    elif kind == "x":
+        out = jac[..., 0, 0]
+    else:
+        out = jac[..., 1, 1]
+    return out.reshape(element.batch_size, h, w)
+
+
+def draw_grid(
+    ax: Axes,
+    element: ScalingMap,
+    size: Sequence[int],
+    *,
+    index: int = 0,
+    lines: int | tuple[int, int] = 9,
+    warped: bool = True,
+    samples: int = 65,
+    align_corners: bool = True,
+    **line_kwargs: Any,
+) -> list[Any]:
+    """Draw a regular grid, or its image under ``element`` (the warped grid of Fig. 4), on matplotlib axes.
+
+    Coordinates are pixels of an image of ``size`` (as ``imshow`` places them), so the grid lies on top of an
+    image drawn with ``ax.imshow``. With ``warped=True`` each grid line $\\{x = c\\}$ / $\\{y = c\\}$ is drawn
+    where $l$ moves it, which is where a grid painted on the original image appears in $S(I; l)$.
+
+    Args:
+        ax: matplotlib ``Axes``.
+        element: the scaling; sample ``index`` of its batch is drawn.
+        size: `(H, W)` of the image the grid lies on.
+        index: which element of the batch.
+        lines: number of grid lines per axis (borders included), an int or `(along x, along y)`.
+        warped: draw $l(\\text{grid})$ instead of the regular grid.
+        samples: points per line (the knot positions of a :class:`~monowarp.MonotoneScale` are added, so the
+            piecewise-linear image of a line is drawn exactly).
+        align_corners: pixel convention (see :func:`~monowarp.warp`).
+        **line_kwargs: passed to ``ax.plot`` (default: white, linewidth 0.8).
+
+    Returns:
+        The ``Line2D`` objects drawn.
+    """
+    h, w = check_size(size)
+    nx, ny = (lines, lines) if isinstance(lines, int) else lines
+    if nx < 2 or ny < 2 or samples < 2:
+        raise ValueError(f"lines and samples must be at least 2, got lines={lines!r}, samples={samples}")
+    g = element[index]
+    dev, dt = g.device, g.dtype
+    t = torch.linspace(0, 1, samples, device=dev, dtype=dt)
+    if isinstance(g, MonotoneScale):
+        n, m = g.grid
+        knots = torch.cat(
+            [
+                torch.linspace(0, 1, n + 1, device=dev, dtype=dt),
+                torch.linspace(0, 1, m + 1, device=dev, dtype=dt),
+            ]
+        )
+        t = torch.unique(torch.cat([t, knots]))
+    segments = []
+    for c in torch.linspace(0, 1, nx, device=dev, dtype=dt):  # vertical lines x = c
+        segments.append(torch.stack([torch.full_like(t, float(c)), t], -1))
+    for c in torch.linspace(0, 1, ny, device=dev, dtype=dt):  # horizontal lines y = c
+        segments.append(torch.stack([t, torch.full_like(t, float(c))], -1))
+    pts = torch.stack(segments)  # (lines, T, 2)
+    flat = pts.reshape(1, -1, 2)
+    if warped:
+        with torch.no_grad():
+            flat = g.forward_map(flat)
+    pix = points_to_pixels(flat.reshape(pts.shape), (h, w), align_corners=align_corners).detach().cpu()
+    style = {"color": "white", "linewidth": 0.8} | line_kwargs
+    drawn = []
+    for line in pix:
+        drawn.extend(ax.plot(line[:, 0].numpy(), line[:, 1].numpy(), **style))
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    return drawn
+
+
+def plot_warp(
+    image: torch.Tensor,
+    element: ScalingMap,
+    *,
+    index: int = 0,
+    panels: Sequence[str] = _PANELS,
+    lines: int | tuple[int, int] = 9,
+    kind: str = "det",
+    align_corners: bool = True,
+    title: str | None = None,
+    path: str | Path | None = None,
+    dpi: int = 100,
+    panel_size: float = 3.0,
+) -> Figure:
+    """Side-by-side picture of a monotone scaling of an image, in the style of the paper's Fig. 4.
+
+    Panels (any subset, in the given order): ``"original"`` (with a regular grid), ``"warped"``
+    ($S(I; l)$ with the grid moved by $l$), ``"round_trip"`` ($S^{-1}(S(I; l); l)$ with its mean absolute
+    error against the original) and ``"scale"`` (:func:`local_scale_map` in the output frame, a diverging
+    colour map centred on 1).
+
+    Args:
+        image: `(C, H, W)`, `(1, C, H, W)` or `(H, W)` image with values in $[0, 1]$; ``C`` = 1 or 3.
+        element: the scaling; sample ``index`` of its batch is used.
+        index: which element of the batch.
+        panels: which panels to draw.
+        lines: grid lines per axis (see :func:`draw_grid`).
+        kind: local scale shown in the ``"scale"`` panel (see :func:`local_scale_map`).
+        align_corners: pixel convention (see :func:`~monowarp.warp`).
+        title: optional figure title.
+        path: if given, the figure is also saved there (format from the suffix).
+        dpi: resolution of the saved file.
+        panel_size: width of one panel in inches.
+
+    Returns:
+        The matplotlib ``Figure`` (not attached to ``pyplot``).
+
+    Raises:
+        ImportError: matplotlib is not installed.
+        ValueError: a bad image shape or an unknown panel.
+    """
+    figure_cls, norm_cls = _matplotlib()
+    unknown = [p for p in panels if p not in _PANELS]
+    if unknown or not panels:
+        raise ValueError(f"panels must be a non-empty subset of {_PANELS}, got {tuple(panels)!r}")
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a torch.Tensor of shape (C, H, W), got {type(image).__name__}")
+    img = image.detach()
+    if img.dim() == 2:
+        img = img[None]
+    if img.dim() == 4 and img.shape[0] == 1:
+        img = img[0]
+    if img.dim() != 3 or img.shape[0] not in (1, 3):
+        raise ValueError(
+            "image must have shape (C, H, W), (1, C, H, W) or (H, W) with C in (1, 3), "
+            f"got {tuple(image.shape)}"
+        )
+    g = element[index]
+    x = img[None].to(device=g.device, dtype=g.dtype)
+    h, w = x.shape[-2:]
+    with torch.no_grad():
+        warped = warp(x, g, align_corners=align_corners)
+        back = unwarp(warped, g, align_corners=align_corners)
+        scale = local_scale_map(g, (h, w), kind=kind, align_corners=align_corners)[0]
+
+    fig = figure_cls(figsize=(panel_size * len(panels), panel_size * h / w + 0.5 * (title is not None) + 0.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels, strict=True):
+        ax.set_axis_off()
+        if panel == "original":
+            _show(ax, x[0])
+            draw_grid(ax, g, (h, w), lines=lines, warped=False, align_corners=align_corners)
+            ax.set_title("original $I$", fontsize=9)
+        elif panel == "warped":
+            _show(ax, warped[0])
+            draw_grid(ax, g, (h, w), lines=lines, warped=True, align_corners=align_corners)
+            ax.set_title("$S(I; l)$, grid moved by $l$", fontsize=9)
+        elif panel == "round_trip":
+            _show(ax, back[0])
+            err = float((back - x).abs().mean())
+            ax.set_title(f"$S^{{-1}}(S(I))$, MAE {err:.1e}", fontsize=9)
+        else:
+            s = scale.cpu().float()
+            lo, hi = min(float(s.min()), 0.999), max(float(s.max()), 1.001)
+            im = ax.imshow(s.numpy(), cmap="coolwarm", norm=norm_cls(vmin=lo, vcenter=1.0, vmax=hi))
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+            label = {"det": "det", "x": r"$\partial l_X/\partial x$", "y": r"$\partial l_Y/\partial y$"}[kind]
+            ax.set_title(f"local scale ({label})", fontsize=9)
+    if title is not None:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------- private
+def _matplotlib() -> tuple[Any, Any]:
+    try:
+        from matplotlib.colors import TwoSlopeNorm
+        from matplotlib.figure import Figure
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            'monowarp.viz needs matplotlib for drawing; install it with: pip install "monowarp[plot]"'
+        ) from err
+    return Figure, TwoSlopeNorm
+
+
+def _show(ax: Axes, img: torch.Tensor) -> None:
+    """``imshow`` of a `(C, H, W)` tensor with values in [0, 1]."""
+    arr = img.detach().clamp(0, 1).cpu().float()
+    if arr.shape[0] == 1:
+        ax.imshow(arr[0].numpy(), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(arr.permute(1, 2, 0).numpy())
