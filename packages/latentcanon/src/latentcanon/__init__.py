@@ -7,7 +7,7 @@ $\tilde M_k(F_k) = S(M_k(S^{-1}(F_k; \Phi_k)); \Phi_k)$ (equivariant, eq. 21), w
 canonicalizer (by default a DEC from `deqcanon`). `adapt` does it for any timm backbone whose blocks or
 stages it can find, through forward hooks: the backbone's code and state_dict keys stay as they are.
 
-Example:
+Examples:
     >>> import timm, torch
     >>> import latentcanon
     >>> vit = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=2, num_classes=10)

@@ -43,7 +43,7 @@ def find_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         TypeError: `model` is not an `nn.Module`, or neither source of layers exists (the message names
             what is supported).
 
-    Example:
+    Examples:
         >>> import timm
         >>> resnet = timm.create_model("resnet18")
         >>> names = [name for name, _ in find_layers(resnet)]
@@ -86,7 +86,7 @@ def resolve_layers(layers: int | str | Sequence[int | str], names: Sequence[str]
         TypeError: `layers` or an entry has another type.
         ValueError: an index or count out of range, an unknown name, a duplicate, or an empty selection.
 
-    Example:
+    Examples:
         >>> names = ["blocks.0", "blocks.1", "blocks.2"]
         >>> resolve_layers(["input", -1, 0], names)
         ['input', 'blocks.0', 'blocks.2']

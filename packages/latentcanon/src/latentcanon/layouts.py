@@ -67,7 +67,7 @@ class Layout:
         num_prefix_tokens: P, the number of leading tokens that are not on the patch grid (tokens only).
         grid: `(H, W)` of the patch grid (tokens only).
 
-    Example:
+    Examples:
         >>> layout = Layout("tokens", num_prefix_tokens=1, grid=(2, 3))
         >>> fmap, prefix = to_nchw(torch.zeros(4, 7, 16), layout)
         >>> tuple(fmap.shape), tuple(prefix.shape)
@@ -109,7 +109,7 @@ class ModelLayout:
     def from_model(cls, model: nn.Module) -> ModelLayout:
         """Read the layout conventions of a timm model.
 
-        Example:
+        Examples:
             >>> import timm
             >>> vit = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=1, reg_tokens=4)
             >>> ModelLayout.from_model(vit).detect(torch.zeros(1, 9, 192), (32, 32))
@@ -170,7 +170,7 @@ def to_nchw(x: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, torch.Tensor
     Returns:
         The feature map `(B, C, H, W)` and the prefix tokens `(B, P, C)` (None unless `layout` is tokens).
 
-    Example:
+    Examples:
         >>> fmap, prefix = to_nchw(torch.zeros(2, 5, 6, 8), Layout("nhwc"))
         >>> tuple(fmap.shape), prefix
         ((2, 8, 5, 6), None)
@@ -193,7 +193,7 @@ def from_nchw(fmap: torch.Tensor, layout: Layout, prefix: torch.Tensor | None = 
         layout: the target layout.
         prefix: the prefix tokens `(B, P, C)` that `to_nchw` split off (tokens layout with P > 0).
 
-    Example:
+    Examples:
         >>> layout = Layout("tokens", num_prefix_tokens=2, grid=(3, 2))
         >>> x = torch.randn(1, 8, 4)
         >>> fmap, prefix = to_nchw(x, layout)

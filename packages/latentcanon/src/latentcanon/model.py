@@ -112,7 +112,7 @@ def adapt(
             factory that is not callable or builds something without `group.act`/`group.act_inverse`.
         ValueError: bad `mode`/`source`, `layers` out of range, or a layer whose feature has no known layout.
 
-    Example:
+    Examples:
         >>> import timm
         >>> vit = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=2, num_classes=10)
         >>> adapted = adapt(vit, layers=["input", 0])

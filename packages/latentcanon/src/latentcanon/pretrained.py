@@ -64,7 +64,7 @@ def load_pretrained(
         TypeError: `pretrained` or `pretrained_cfg_overlay` among `kwargs`.
         ValueError: bad `key_matching`, or the checkpoint does not match the model.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "r18.pth")
         >>> torch.save(timm.create_model("resnet18", num_classes=10).state_dict(), path)
@@ -123,7 +123,7 @@ def match_state_dict_in_order(
     Raises:
         ValueError: the numbers of weight tensors differ, or a pair differs in shape (the first one is named).
 
-    Example:
+    Examples:
         >>> src = {"_conv.weight": torch.ones(4, 3, 1, 1), "_fc.bias": torch.zeros(4)}
         >>> dst = {"conv.weight": torch.empty(4, 3, 1, 1), "fc.bias": torch.empty(4)}
         >>> sorted(match_state_dict_in_order(src, dst))

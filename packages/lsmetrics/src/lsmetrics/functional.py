@@ -92,7 +92,7 @@ def invariance_error(
         TypeError: If an input is not a floating point tensor.
         ValueError: On mismatched shapes, NaN/inf entries or an unknown `variant`/`reduction`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> reference = torch.tensor([[0.8, 0.2], [0.5, 0.5]])
         >>> transformed = torch.tensor([[[0.6, 0.4]], [[0.5, 0.5]]])
@@ -160,7 +160,7 @@ def equivariance_error(
         ValueError: On mismatched shapes, NaN/inf entries, weights outside [0, 1], a sample without valid
             pixels or an unknown `variant`/`reduction`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> expected = torch.zeros(1, 2, 2, 2)
         >>> actual = torch.zeros(1, 2, 2, 2)
@@ -268,7 +268,7 @@ def per_scale_accuracy_from_counts(correct: torch.Tensor, total: torch.Tensor) -
         TypeError: If the counts are not integer tensors.
         ValueError: On mismatched shapes, negative counts or `correct > total`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> correct, total = torch.tensor([9164, 9632, 9384]), torch.tensor([10000, 10000, 10000])
         >>> result = per_scale_accuracy_from_counts(correct, total)
@@ -320,7 +320,7 @@ def per_scale_accuracy(
         TypeError: On a wrong dtype or a non-integer `num_scales`.
         ValueError: On mismatched shapes, values outside {0, 1} or bucket ids out of range.
 
-    Example:
+    Examples:
         >>> import torch
         >>> correct = torch.tensor([True, True, False, True, False, False])
         >>> scale_ids = torch.tensor([0, 0, 0, 1, 1, 2])
@@ -390,7 +390,7 @@ def correct_class_probability(
         ValueError: On mismatched shapes, class indices out of range, or (without `from_logits`)
             probabilities outside [0, 1].
 
-    Example:
+    Examples:
         >>> import torch
         >>> probs = torch.tensor([[0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])  # 3 scales, 2 classes
         >>> curve = correct_class_probability(probs, 1)
@@ -513,7 +513,7 @@ def confusion_matrix(
         TypeError: On wrong dtypes.
         ValueError: On mismatched shapes or labels out of range.
 
-    Example:
+    Examples:
         >>> import torch
         >>> confusion_matrix(torch.tensor([[0, 1, 1]]), torch.tensor([[0, 1, 255]]), 2, ignore_index=255)
         tensor([[1, 0],
@@ -555,7 +555,7 @@ def iou_from_confusion_matrix(confmat: torch.Tensor, *, ignore_index: int | None
         TypeError: If `confmat` is not a real tensor.
         ValueError: If `confmat` is not square, has negative or non-finite entries.
 
-    Example:
+    Examples:
         >>> import torch
         >>> result = iou_from_confusion_matrix(torch.tensor([[3, 1], [0, 2]]))
         >>> print([round(v, 4) for v in result.iou.tolist()], round(result.mean.item(), 4))
@@ -605,7 +605,7 @@ def mean_iou(
         TypeError: On wrong dtypes.
         ValueError: On mismatched shapes or labels out of range.
 
-    Example:
+    Examples:
         >>> import torch
         >>> preds = torch.tensor([[[0, 0], [1, 1]]])
         >>> target = torch.tensor([[[0, 1], [1, 1]]])

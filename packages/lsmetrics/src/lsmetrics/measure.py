@@ -74,7 +74,7 @@ def measure_invariance(
         TypeError: If the model output is not a tensor (and no `output_fn`), or a transform is not callable.
         ValueError: On bad shapes, non-finite outputs or options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 5))  # invariant
@@ -160,7 +160,7 @@ def measure_equivariance(
         TypeError: If the model output is not a tensor (and no `output_fn`) or an argument is not callable.
         ValueError: On bad shapes, non-finite outputs, an empty `valid` mask or bad options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = torch.nn.Conv2d(3, 4, kernel_size=1)  # pointwise: commutes with any pixel permutation
         >>> images = torch.rand(5, 3, 6, 7)

@@ -42,7 +42,7 @@ class InvarianceError(Metric):
         eps: Lower bound of $\lVert r\rVert_2$ in the reference variant.
         **kwargs: Passed to `torchmetrics.Metric` (e.g. `sync_on_compute`, `process_group`).
 
-    Example:
+    Examples:
         >>> import torch
         >>> metric = InvarianceError()
         >>> metric.update(torch.tensor([[0.8, 0.2]]), torch.tensor([[[0.6, 0.4], [0.8, 0.2]]]))
@@ -89,7 +89,7 @@ class EquivarianceError(Metric):
             root per sample).
         **kwargs: Passed to `torchmetrics.Metric`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> metric = EquivarianceError()
         >>> metric.update(torch.zeros(1, 2, 2, 2), torch.ones(1, 2, 2, 2))  # 2 per pixel
@@ -133,7 +133,7 @@ class PerScaleAccuracy(Metric):
         num_scales: Number of scale buckets S.
         **kwargs: Passed to `torchmetrics.Metric`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> metric = PerScaleAccuracy(num_scales=2)
         >>> metric.update(torch.tensor([True, False]), torch.tensor([0, 0]))
@@ -194,7 +194,7 @@ class MeanIoU(MulticlassJaccardIndex):
         ignore_index: Target value whose pixels are left out (e.g. 255).
         **kwargs: Passed to `MulticlassJaccardIndex` / `torchmetrics.Metric` (e.g. `validate_args`).
 
-    Example:
+    Examples:
         >>> import torch
         >>> metric = MeanIoU(num_classes=2)
         >>> metric.update(torch.tensor([[[0, 0], [1, 1]]]), torch.tensor([[[0, 1], [1, 1]]]))

@@ -2,12 +2,12 @@ r"""monowarp: the monotone scaling group for local scale equivariance.
 
 Elements of the group are monotone maps $l: [0, 1]^2 \to [0, 1]^2$ built from per-row and per-column
 piecewise-linear monotone functions blended bilinearly (paper, sec. 4.1 and appendix A2.2). The package
-provides the elements (:class:`MonotoneScale`) with an exact inverse and exact lazy composition, the 1-D
-functions (:class:`Monotone1d`), the warps $S(I; l) = I \circ l^{-1}$ (:func:`warp`, eq. 13) and
-$S^{-1}(I; l) = I \circ l$ (:func:`unwarp`), and a sampler with guaranteed local scale factors
-(:func:`sample_monotone_scale`).
+provides the elements (`MonotoneScale`) with an exact inverse and exact lazy composition, the 1-D
+functions (`Monotone1d`), the warps $S(I; l) = I \circ l^{-1}$ (`warp`, eq. 13) and
+$S^{-1}(I; l) = I \circ l$ (`unwarp`), and a sampler with guaranteed local scale factors
+(`sample_monotone_scale`).
 
-Example:
+Examples:
     >>> import torch, monowarp
     >>> g = monowarp.sample_monotone_scale(2, grid=(4, 4), generator=torch.Generator().manual_seed(0))
     >>> x = torch.rand(2, 3, 32, 48)

@@ -7,8 +7,8 @@ Coordinate conventions (one place for the whole package):
 * points are normalised to $[0, 1]$ per axis, x horizontal, y vertical;
 * with ``align_corners=True`` pixel column $c$ of $W$ sits at $x = c / (W - 1)$; with ``align_corners=False``
   at $x = (c + 1/2) / W$ (rows alike);
-* :func:`points_to_grid` is the only conversion to the $[-1, 1]$ coordinates of
-  :func:`torch.nn.functional.grid_sample`; it is $2p - 1$ under both conventions, because ``grid_sample``
+* `points_to_grid` is the only conversion to the $[-1, 1]$ coordinates of
+  `torch.nn.functional.grid_sample`; it is $2p - 1$ under both conventions, because ``grid_sample``
   places its pixels exactly as above for the matching ``align_corners``.
 """
 
@@ -35,7 +35,7 @@ __all__ = [
     "unit_to_pixels",
 ]
 
-#: Floor on the share of each interval in :func:`knots_from_logits`: every increment is at least
+#: Floor on the share of each interval in `knots_from_logits`: every increment is at least
 #: ``MIN_SHARE / (1 + K * MIN_SHARE)``, so any finite logits give strictly increasing knots even where the
 #: softmax underflows. Equal logits still give exactly uniform knots.
 MIN_SHARE = 1e-6
@@ -179,7 +179,7 @@ def interp1d(xs: torch.Tensor, ys: torch.Tensor, t: torch.Tensor) -> torch.Tenso
 def knots_from_logits(logits: torch.Tensor) -> torch.Tensor:
     r"""Strictly increasing knots from unconstrained logits, `(..., K)` -> `(..., K + 1)`.
 
-    The shares are $s = (\mathrm{softmax}(z) + \delta) / (1 + K \delta)$ with $\delta$ = :data:`MIN_SHARE`
+    The shares are $s = (\mathrm{softmax}(z) + \delta) / (1 + K \delta)$ with $\delta$ = `MIN_SHARE`
     (a floor that keeps every increment positive even when the softmax underflows), the knots are the
     cumulative sum of the shares with a leading 0; the last knot is set to exactly 1. Equal logits give
     uniform knots $k / K$.
@@ -195,7 +195,7 @@ def knots_from_logits(logits: torch.Tensor) -> torch.Tensor:
 def logits_from_knots(knots: torch.Tensor) -> torch.Tensor:
     """Zero-mean logits `(..., K)` with ``knots_from_logits(logits) == knots`` `(..., K + 1)`, up to rounding.
 
-    Increments smaller than the floor :data:`MIN_SHARE` allows are clamped to it.
+    Increments smaller than the floor `MIN_SHARE` allows are clamped to it.
     """
     k = knots.shape[-1] - 1
     inc = knots[..., 1:] - knots[..., :-1]
@@ -213,7 +213,7 @@ def pixels_to_unit(c: torch.Tensor, n: int, align_corners: bool) -> torch.Tensor
 
 
 def unit_to_pixels(t: torch.Tensor, n: int, align_corners: bool) -> torch.Tensor:
-    """Inverse of :func:`pixels_to_unit`."""
+    """Inverse of `pixels_to_unit`."""
     if align_corners:
         return t * (n - 1)
     return t * n - 0.5

@@ -1,16 +1,16 @@
 """Random monotone scaling as a kornia augmentation.
 
 Each sample of a batch draws its own element $l$ of the monotone scaling group from
-:func:`~monowarp.sample_monotone_scale` (every local scale factor within ``scale_range``) and is scaled by it,
+`monowarp.sample_monotone_scale` (every local scale factor within ``scale_range``) and is scaled by it,
 $S(I; l)(p) = I(l^{-1}(p))$ (eq. 13 of the paper): the content at $q$ moves to $l(q)$.
 Images are resampled bilinearly, masks with nearest neighbour on the same map, keypoints are moved exactly
-to $l(q)$, and :meth:`RandomMonotoneScale.inverse` undoes the warp with $S^{-1}(I; l)(p) = I(l(p))$
+to $l(q)$, and `RandomMonotoneScale.inverse` undoes the warp with $S^{-1}(I; l)(p) = I(l(p))$
 (keypoints: $l^{-1}$, exact to float precision).
 
 The warp is not affine, so kornia's $3 \\times 3$ matrix machinery only ever sees identity matrices; every
 data type is transformed and inverted by this class's own handlers, which read the knots stored in the
 parameters (``knots_x``, ``knots_y``). Replaying the parameters (``aug(x, params=aug._params)``) reproduces
-the output exactly, also inside :class:`kornia.augmentation.AugmentationSequential`.
+the output exactly, also inside `kornia.augmentation.AugmentationSequential`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ _MODES = ("bilinear", "nearest")
 
 
 class MonotoneScaleGenerator(RandomGeneratorBase):
-    """Parameter generator of :class:`RandomMonotoneScale` (kornia's ``RandomGeneratorBase`` protocol).
+    """Parameter generator of `RandomMonotoneScale` (kornia's ``RandomGeneratorBase`` protocol).
 
-    Draws the knots of one element per sample with :func:`~monowarp.sample_monotone_scale` from torch's
+    Draws the knots of one element per sample with `monowarp.sample_monotone_scale` from torch's
     global generator on the augmentation's random-number device and dtype, so ``torch.manual_seed``
     reproduces a draw, as for every kornia augmentation.
 
@@ -84,12 +84,12 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
 
     A kornia augmentation: images `(B, C, H, W)` (or `(C, H, W)`, `(H, W)`) are warped by
     $S(I; l)(p) = I(l^{-1}(p))$, so the content at $q$ moves to $l(q)$; inside
-    :class:`kornia.augmentation.AugmentationSequential` masks follow with nearest-neighbour resampling on the
+    `kornia.augmentation.AugmentationSequential` masks follow with nearest-neighbour resampling on the
     same map and the same ``align_corners``, and keypoints (pixel coordinates, kornia's convention: pixel
     centres at integers, corners at `(0, 0)` and `(W - 1, H - 1)`) are moved exactly to $l(q)$.
     ``inverse`` (of the module or of the container) undoes the warp: $S^{-1}(I; l)(p) = I(l(p))$ for images
     and masks, $l^{-1}$ for keypoints. The parameters of the last call are kept in ``_params`` as the tensors
-    ``knots_x`` `(B, M+1, N+1)` and ``knots_y`` `(B, N+1, M+1)` (see :class:`~monowarp.MonotoneScale`);
+    ``knots_x`` `(B, M+1, N+1)` and ``knots_y`` `(B, N+1, M+1)` (see `monowarp.MonotoneScale`);
     ``aug(x, params=aug._params)`` replays them exactly.
 
     Skipped samples (probability ``1 - p``) come back unchanged, in every data type and in ``inverse``.
@@ -116,7 +116,7 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
     Raises:
         ValueError: a bad ``scale_range``, ``grid``, ``p``, ``padding_mode`` or ``mode``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> import monowarp
         >>> aug = monowarp.RandomMonotoneScale(scale_range=(0.5, 2.0), p=1.0)
@@ -172,7 +172,7 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
         return torch.eye(3, device=input.device, dtype=input.dtype).repeat(input.shape[0], 1, 1)
 
     def compute_inverse_transformation(self, transform: torch.Tensor) -> torch.Tensor:
-        """The inverse of the identity matrices of :meth:`compute_transformation` (themselves)."""
+        """The inverse of the identity matrices of `compute_transformation` (themselves)."""
         return transform
 
     # ------------------------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
         transform: torch.Tensor | None = None,
         size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """Undo the last call's warp on every sample of ``input`` (kornia hook; prefer :meth:`inverse`).
+        """Undo the last call's warp on every sample of ``input`` (kornia hook; prefer `inverse`).
 
         kornia passes no parameters to this hook, so it reads the last call's ``_params``; every sample is
         unwarped whatever the gate drew.

@@ -4,7 +4,7 @@ Run ``python -m monowarp.demo [--out DIR] [--seed N] [--image astronaut|chelsea|
 (needs scikit-image for the photo and matplotlib for the figure). It
 
 1. loads a photo bundled with scikit-image (no download),
-2. draws $l$ from :func:`~monowarp.sample_monotone_scale`,
+2. draws $l$ from `monowarp.sample_monotone_scale`,
 3. computes $S(I; l) = I \\circ l^{-1}$ with the exact inverse and the round trip $S^{-1}(S(I; l); l)$,
 4. prints how far the round trip of the coordinates, $l(l^{-1}(p))$, is from $p$ in pixels, for monowarp's
    exact inverse and for the approximation of the paper (appendix A2.2: "we approximate the inverse
@@ -37,7 +37,7 @@ IMAGES = ("astronaut", "camera", "cat", "chelsea", "coffee", "coins", "moon", "p
 
 @dataclass(frozen=True)
 class DemoResult:
-    """Numbers and files produced by :func:`run_demo`.
+    """Numbers and files produced by `run_demo`.
 
     Round-trip errors are $|l(\\hat l^{-1}(p)) - p|$ in pixels over every pixel $p$ ($\\hat l^{-1}$ the
     inverse used); image errors are mean absolute differences (values in $[0, 1]$) of $S^{-1}(\\hat S(I))$
@@ -104,7 +104,7 @@ def load_image(name: str = "astronaut", *, max_size: int | None = None) -> torch
     """A photo bundled with scikit-image as a `(1, C, H, W)` float tensor in $[0, 1]$ (C = 3, or 1 for grey).
 
     Args:
-        name: one of :data:`IMAGES`.
+        name: one of `IMAGES`.
         max_size: if given, the longer side is downscaled (area) to at most this many pixels.
 
     Raises:

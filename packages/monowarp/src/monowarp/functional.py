@@ -5,7 +5,7 @@ For an element $l$ of the monotone scaling group,
 * ``warp(x, l)`` is $S(x; l)(p) = x(l^{-1}(p))$ (eq. 13): the content at $q$ moves to $l(q)$;
 * ``unwarp(x, l)`` is $S^{-1}(x; l)(p) = x(l(p))$, which needs no inverse.
 
-Both sample the input once with :func:`torch.nn.functional.grid_sample` at the dense map of $l^{-1}$ or
+Both sample the input once with `torch.nn.functional.grid_sample` at the dense map of $l^{-1}$ or
 $l$ and are differentiable in ``x`` and in the tensors ``l`` was built from (knots or parameters). Pixel
 column $c$ of $W$ sits at $x = c / (W - 1)$ with ``align_corners=True`` (the default) and at $(c + 1/2) / W$
 with ``align_corners=False``; images and masks use the same convention.
@@ -57,7 +57,7 @@ def warp(
     Args:
         x: `(B, C, H, W)` tensor, any ``C``, ``H != W`` allowed. Integer or bool tensors (label masks) need
             ``mode="nearest"`` and keep their dtype.
-        g: a :class:`~monowarp.ScalingMap` with batch size ``B`` (or 1, broadcast), on the device of ``x``.
+        g: a `monowarp.ScalingMap` with batch size ``B`` (or 1, broadcast), on the device of ``x``.
         mode: ``"bilinear"``, ``"nearest"`` (label masks) or ``"bicubic"``.
         padding_mode: ``"border"``, ``"zeros"`` or ``"reflection"`` (only matters at the image border, since
             $g$ maps $[0, 1]^2$ onto itself).
@@ -70,7 +70,7 @@ def warp(
         TypeError: ``x`` or ``g`` of the wrong type, or an integer ``x`` with a mode other than nearest.
         ValueError: wrong shapes, batch sizes or devices, or an unknown mode.
 
-    Example:
+    Examples:
         >>> from monowarp import MonotoneScale
         >>> x = torch.rand(2, 3, 16, 24)
         >>> warp(x, MonotoneScale.identity(2)).sub(x).abs().max() < 1e-6
@@ -95,9 +95,9 @@ def unwarp(
 ) -> torch.Tensor:
     """Inverse monotone scaling $S^{-1}(x; g)(p) = x(g(p))$, so that ``unwarp(warp(x, g), g) ~ x``.
 
-    Arguments, return value and errors as in :func:`warp`.
+    Arguments, return value and errors as in `warp`.
 
-    Example:
+    Examples:
         >>> from monowarp import sample_monotone_scale
         >>> g = sample_monotone_scale(2, generator=torch.Generator().manual_seed(0))
         >>> unwarp(torch.rand(2, 1, 8, 8), g).shape
@@ -126,7 +126,9 @@ def sample_at(
         x: `(B, C, H, W)` input (integer/bool only with ``mode="nearest"``).
         points: `(B, H_out, W_out, 2)` points $(x, y)$ in $[0, 1]^2$ (see the module docstring for the pixel
             convention), the floating point dtype of the computation.
-        mode, padding_mode, align_corners: as in :func:`warp`.
+        mode: `"bilinear"` or `"nearest"`, as in `warp`.
+        padding_mode: `"border"`, `"zeros"` or `"reflection"`, as in `warp`.
+        align_corners: the pixel convention, as in `warp`.
 
     Returns:
         `(B, C, H_out, W_out)`.
@@ -160,7 +162,7 @@ def warp1d(
 ) -> torch.Tensor:
     """1-D monotone scaling $S(x; f)(t) = x(f^{-1}(t))$ (eq. 8) of signals `(B, C, L)`.
 
-    Example:
+    Examples:
         >>> from monowarp import Monotone1d
         >>> f = Monotone1d.from_knots(torch.tensor([[0.0, 0.25, 1.0]]))
         >>> x = torch.linspace(0, 1, 5).reshape(1, 1, 5)
@@ -191,7 +193,7 @@ def pixel_grid(
 ) -> torch.Tensor:
     """Normalised positions of the pixels of an image of ``size`` $(H, W)$, `(H, W, 2)` of $(x, y)$.
 
-    Example:
+    Examples:
         >>> pixel_grid((2, 3))[..., 0]
         tensor([[0.0000, 0.5000, 1.0000],
                 [0.0000, 0.5000, 1.0000]])
@@ -220,7 +222,7 @@ def pixels_to_points(
 def points_to_pixels(
     points: torch.Tensor, size: Sequence[int], *, align_corners: bool = True
 ) -> torch.Tensor:
-    """Inverse of :func:`pixels_to_points`: points `(..., 2)` in $[0, 1]^2$ to pixel (column, row)."""
+    """Inverse of `pixels_to_points`: points `(..., 2)` in $[0, 1]^2$ to pixel (column, row)."""
     h, w = check_size(size)
     check_tensor(points, "points", None)
     if points.shape[-1] != 2:

@@ -1,6 +1,6 @@
 r"""2-D monotone scalings (appendix A2.2) and the group operations on them.
 
-A :class:`MonotoneScale` with knot grid $x_i = i / N$, $y_j = j / M$ holds per-row functions $l_{y_j}$
+A `MonotoneScale` with knot grid $x_i = i / N$, $y_j = j / M$ holds per-row functions $l_{y_j}$
 (``knots_x[b, j, i]`` $= l_{y_j}(x_i)$) and per-column functions $l_{x_i}$ (``knots_y[b, i, j]``
 $= l_{x_i}(y_j)$), each piecewise linear and strictly increasing from 0 to 1 (eqs. A27-A28). The map
 $l = (l_X, l_Y)$ blends the row functions bilinearly in $y$ and the column functions in $x$ (eqs. A26, A29).
@@ -16,7 +16,7 @@ Facts the implementation rests on:
 
 * The Jacobian determinant on a cell, $(e + g v) \times (f + g u)$, is *affine* in $(u, v)$ (the $uv$ term is
   $g \times g = 0$), so it is positive on the cell iff it is positive at the four corners: an exact
-  :meth:`MonotoneScale.is_invertible`. With the boundary fixed, a positive determinant everywhere makes $l$ a
+  `MonotoneScale.is_invertible`. With the boundary fixed, a positive determinant everywhere makes $l$ a
   bijection of $[0, 1]^2$.
 * The image of the grid line $x = x_i$ is the polyline through $P_{0,i}, \dots, P_{M,i}$, whose y
   coordinates increase, so it is a graph $x = f_i(y)$; for an invertible map the image of the column
@@ -28,7 +28,7 @@ Facts the implementation rests on:
   (detached) solution with the Jacobian held fixed, which is exactly the implicit-function-theorem gradient.
 
 Composition and inverse leave the knot family; they are represented exactly by lazy objects
-(:class:`InverseScaling`, :class:`ScalingChain`) that share the :class:`ScalingMap` interface.
+(`InverseScaling`, `ScalingChain`) that share the `ScalingMap` interface.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class ScalingMap(ABC):
         r"""The product ``self . other`` of eq. 9: the map $p \mapsto$ ``self(other(p))`` (lazy, exact).
 
         Raises:
-            TypeError: ``other`` is not a :class:`ScalingMap` or has another dtype.
+            TypeError: ``other`` is not a `ScalingMap` or has another dtype.
             ValueError: batch sizes or devices differ.
         """
         if not isinstance(other, ScalingMap):
@@ -140,7 +140,7 @@ class ScalingMap(ABC):
         return self.forward_map(pts).reshape(self.batch_size, h, w, 2)
 
     def dense_inverse_map(self, size: Sequence[int], align_corners: bool = True) -> torch.Tensor:
-        """$l^{-1}$ at every pixel of an image of ``size`` $(H, W)$, `(B, H, W, 2)`; see :meth:`dense_map`."""
+        """$l^{-1}$ at every pixel of an image of ``size`` $(H, W)$, `(B, H, W, 2)`; see `dense_map`."""
         h, w = check_size(size)
         pts = self._pixel_points(h, w, align_corners)
         return self.inverse_map(pts).reshape(self.batch_size, h, w, 2)
@@ -153,7 +153,7 @@ class ScalingMap(ABC):
 
     # -------------------------------------------------------------------------------------------- plumbing
     def to(self, *args, **kwargs) -> ScalingMap:
-        """Move/cast every tensor like :meth:`torch.Tensor.to`."""
+        """Move/cast every tensor like `torch.Tensor.to`."""
         return self._apply(lambda t: t.to(*args, **kwargs))
 
     def detach(self) -> ScalingMap:
@@ -189,14 +189,14 @@ class MonotoneScale(ScalingMap):
         knots_y: `(B, N+1, M+1)`; row ``i`` holds the column function $l_{x_i}$ at $y_0, \dots, y_M$, strictly
             increasing from 0 to 1.
         validate: check shapes, dtype, device, finiteness, monotonicity and end points (synchronises with the
-            device). :meth:`from_params` and the other constructors that are valid by construction skip it.
+            device). `from_params` and the other constructors that are valid by construction skip it.
 
     Raises:
         TypeError: non-tensor or non-floating knots, or dtypes differ.
         ValueError: wrong shapes, batch sizes or devices differ, non-finite, not strictly increasing, or end
             points other than 0 and 1.
 
-    Example:
+    Examples:
         >>> params = 0.2 * torch.randn(2, MonotoneScale.num_params((4, 3)))
         >>> g = MonotoneScale.from_params(params, grid=(4, 3))
         >>> g.knots_x.shape, g.knots_y.shape, g.grid
@@ -247,7 +247,7 @@ class MonotoneScale(ScalingMap):
 
     @classmethod
     def from_params(cls, params: torch.Tensor, grid: Sequence[int] | None = None) -> MonotoneScale:
-        r"""From unconstrained parameters `(B, D)`, $D$ = :meth:`num_params` ``(grid)``.
+        r"""From unconstrained parameters `(B, D)`, $D$ = `num_params` ``(grid)``.
 
         The first $(M + 1) N$ entries are the logits of the row functions, `(M+1, N)` row-major, the other
         $(N + 1) M$ those of the column functions, `(N+1, M)`. Per function, the shares of its intervals are a
@@ -285,7 +285,7 @@ class MonotoneScale(ScalingMap):
         return cls(knots_from_logits(zx), knots_from_logits(zy), validate=False)
 
     def to_params(self) -> torch.Tensor:
-        """Zero-mean logits `(B, D)` that :meth:`from_params` maps back to this element (up to rounding)."""
+        """Zero-mean logits `(B, D)` that `from_params` maps back to this element (up to rounding)."""
         b = self.batch_size
         return torch.cat(
             [logits_from_knots(self.knots_x).reshape(b, -1), logits_from_knots(self.knots_y).reshape(b, -1)],
@@ -324,7 +324,7 @@ class MonotoneScale(ScalingMap):
     def forward_map(self, points: torch.Tensor) -> torch.Tensor:
         """$l(p)$, `(B, P, 2)` -> `(B, P, 2)`; outside $[0, 1]^2$ the boundary cells are extended bilinearly.
 
-        Example:
+        Examples:
             >>> g = MonotoneScale.identity(1, grid=(2, 2))
             >>> g.forward_map(torch.tensor([[[0.3, 0.8]]]))
             tensor([[[0.3000, 0.8000]]])
@@ -336,7 +336,7 @@ class MonotoneScale(ScalingMap):
         return a + e * u + f * v + g * (u * v)
 
     def dense_map(self, size: Sequence[int], align_corners: bool = True) -> torch.Tensor:
-        """$l$ at every pixel, `(B, H, W, 2)` (see :meth:`ScalingMap.dense_map`).
+        """$l$ at every pixel, `(B, H, W, 2)` (see `ScalingMap.dense_map`).
 
         Separable fast path: interpolate the mesh along y with a `(H, M+1)` weight matrix, then along x with
         one matrix product; the cost is a few multiply-adds per output coordinate.
@@ -350,9 +350,9 @@ class MonotoneScale(ScalingMap):
 
         The cell of each point is found exactly from the images of the grid lines (see the module docstring)
         and its bilinear map inverted in closed form. Meaningful for invertible elements
-        (:meth:`is_invertible`) and points in $[0, 1]^2$; otherwise the result is finite but unspecified.
+        (`is_invertible`) and points in $[0, 1]^2$; otherwise the result is finite but unspecified.
 
-        Example:
+        Examples:
             >>> g = MonotoneScale.from_knots(
             ...     torch.tensor([[[0.0, 0.3, 1.0], [0.0, 0.6, 1.0], [0.0, 0.5, 1.0]]]),
             ...     torch.tensor([[[0.0, 0.5, 1.0], [0.0, 0.4, 1.0], [0.0, 0.5, 1.0]]]))
@@ -374,7 +374,7 @@ class MonotoneScale(ScalingMap):
         return self._solve(cells[:, :, None], qx[:, :, None], qy[:, :, None]).reshape(b, p, 2)
 
     def dense_inverse_map(self, size: Sequence[int], align_corners: bool = True) -> torch.Tensor:
-        """$l^{-1}$ at every pixel, `(B, H, W, 2)`, exact (see :meth:`inverse_map`).
+        """$l^{-1}$ at every pixel, `(B, H, W, 2)`, exact (see `inverse_map`).
 
         Fast path for the pixel grid: the column polylines are evaluated once per image row and the row
         polylines once per image column; the cell of every pixel then follows from cumulative sums over the
@@ -420,7 +420,7 @@ class MonotoneScale(ScalingMap):
             `(B, S1, S2, 2)` points. The solution is computed without autograd. When autograd is on and a knot
             or a target requires grad, it is wrapped in an autograd node whose backward pass is that of one
             Newton step $p - J^{-1}(l(p) - q)$ at the detached solution with $J$ held fixed: exactly the
-            implicit-function-theorem gradient (see :class:`_NewtonStep`).
+            implicit-function-theorem gradient (see `_NewtonStep`).
         """
         n, m = self.grid
         mesh = self.mesh()
@@ -450,7 +450,7 @@ class MonotoneScale(ScalingMap):
         """Jacobian of $l$ at points `(B, P, 2)` -> `(B, P, 2, 2)` (one-sided on cell edges: the cell
         ``floor(x N), floor(y M)``).
 
-        Example:
+        Examples:
             >>> MonotoneScale.identity(1).local_scale(torch.full((1, 1, 2), 0.5))
             tensor([[[[1., 0.],
                       [0., 1.]]]])
@@ -469,7 +469,7 @@ class MonotoneScale(ScalingMap):
         The determinant is affine on each cell, so this is equivalent to positivity everywhere, which, with
         the boundary mapped onto itself, makes the map a bijection of $[0, 1]^2$.
 
-        Example:
+        Examples:
             >>> MonotoneScale.identity(3).is_invertible()
             tensor([True, True, True])
         """
@@ -484,12 +484,12 @@ class MonotoneScale(ScalingMap):
 
 # ======================================================================================== lazy group elements
 class InverseScaling(ScalingMap):
-    """The inverse $l^{-1}$ of a :class:`ScalingMap`, evaluated lazily and exactly.
+    """The inverse $l^{-1}$ of a `ScalingMap`, evaluated lazily and exactly.
 
     ``forward_map`` is the parent's ``inverse_map`` and vice versa; its Jacobian at $p$ is the inverse of the
     parent's Jacobian at $l^{-1}(p)$. ``inverse()`` returns the parent.
 
-    Example:
+    Examples:
         >>> from monowarp import sample_monotone_scale
         >>> g = sample_monotone_scale(2, generator=torch.Generator().manual_seed(0))
         >>> h = g.inverse()
@@ -546,10 +546,10 @@ class InverseScaling(ScalingMap):
 class ScalingChain(ScalingMap):
     """The composition ``maps[0] o maps[1] o ... o maps[-1]`` (evaluated right to left), lazily and exactly.
 
-    Built by :meth:`ScalingMap.compose`; nested chains are flattened. Its Jacobian follows the chain rule,
+    Built by `ScalingMap.compose`; nested chains are flattened. Its Jacobian follows the chain rule,
     its inverse is the chain of the inverses in reverse order.
 
-    Example:
+    Examples:
         >>> a = MonotoneScale.from_params(torch.randn(2, 40) * 0.3)
         >>> b = MonotoneScale.from_params(torch.randn(2, 40) * 0.3)
         >>> ab = a.compose(b)

@@ -1,6 +1,6 @@
 r"""1-D monotone scalings: piecewise-linear, strictly increasing bijections of $[0, 1]$ (eq. 12).
 
-A :class:`Monotone1d` holds a batch of functions by their breakpoints ``xs``, ``ys`` `(B, K)`:
+A `Monotone1d` holds a batch of functions by their breakpoints ``xs``, ``ys`` `(B, K)`:
 $l(x_k) = y_k$, linear in between, $x_0 = y_0 = 0$, $x_{K-1} = y_{K-1} = 1$. This family is closed under the
 group operations of eq. 9 *exactly*:
 
@@ -10,7 +10,7 @@ group operations of eq. 9 *exactly*:
 
 Breakpoints may repeat (zero-width intervals appear when breakpoints of a composition coincide); the batch
 keeps a fixed ``K``. The monotone scaling of a signal is $S(f; l)(x) = f(l^{-1}(x))$ (eq. 8), see
-:func:`monowarp.warp1d`.
+`monowarp.warp1d`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Monotone1d:
         ValueError: wrong shapes, non-finite values, end points other than 0 and 1, or a map that is not
             strictly increasing and continuous.
 
-    Example:
+    Examples:
         >>> f = Monotone1d.from_knots(torch.tensor([[0.0, 0.7, 1.0]]))
         >>> f.forward_map(torch.tensor([[0.25, 0.75]]))
         tensor([[0.3500, 0.8500]])
@@ -82,7 +82,7 @@ class Monotone1d:
         """From unconstrained logits `(B, K - 1)` (one per interval) on uniform breakpoints.
 
         Shares of the intervals are a floored softmax of the logits, the knots their cumulative sum from 0
-        (see :func:`monowarp._utils.knots_from_logits`); zero logits give the identity. Any finite logits
+        (see `monowarp._utils.knots_from_logits`); zero logits give the identity. Any finite logits
         give a valid map.
 
         Raises:
@@ -94,10 +94,10 @@ class Monotone1d:
         return cls(xs, ys, validate=False)
 
     def to_params(self) -> torch.Tensor:
-        """Zero-mean logits `(B, K - 1)` that :meth:`from_params` maps back to this function.
+        """Zero-mean logits `(B, K - 1)` that `from_params` maps back to this function.
 
-        Only defined for maps whose breakpoints ``xs`` are uniform (e.g. built by :meth:`from_knots` or
-        :meth:`from_params`).
+        Only defined for maps whose breakpoints ``xs`` are uniform (e.g. built by `from_knots` or
+        `from_params`).
 
         Raises:
             ValueError: the breakpoints are not uniform.
@@ -157,7 +157,7 @@ class Monotone1d:
         preimages under ``other`` of those of ``self``, sorted (coinciding ones are kept as duplicates).
 
         Raises:
-            TypeError: ``other`` is not a :class:`Monotone1d` or has another dtype.
+            TypeError: ``other`` is not a `Monotone1d` or has another dtype.
             ValueError: batch sizes or devices differ.
         """
         if not isinstance(other, Monotone1d):
@@ -190,7 +190,7 @@ class Monotone1d:
 
     # -------------------------------------------------------------------------------------------- plumbing
     def to(self, *args, **kwargs) -> Monotone1d:
-        """Move/cast the breakpoints like :meth:`torch.Tensor.to`."""
+        """Move/cast the breakpoints like `torch.Tensor.to`."""
         return Monotone1d(self.xs.to(*args, **kwargs), self.ys.to(*args, **kwargs), validate=False)
 
     def detach(self) -> Monotone1d:

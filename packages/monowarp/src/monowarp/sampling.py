@@ -45,7 +45,7 @@ def sample_monotone_scale(
     3. knots: the cumulative sums of $s_k / K$ from 0 (so the function ends at 1, its slope on interval $k$ is
        $s_k \in [a, b]$).
 
-    The element is then conditioned on being invertible (:meth:`MonotoneScale.is_invertible`) by rejection:
+    The element is then conditioned on being invertible (`MonotoneScale.is_invertible`) by rejection:
     items that are not are redrawn as a whole, at most ``max_tries`` times. An item still not invertible
     after that (rare; only for wide ranges) is blended toward the identity, knots
     $(1 - t) k + t k_{\mathrm{id}}$ with the smallest $t \in \{1/2, 3/4, 7/8, 15/16, 1\}$ that is
@@ -65,12 +65,12 @@ def sample_monotone_scale(
         max_tries: number of rejection rounds before the blend fallback.
 
     Returns:
-        A :class:`MonotoneScale` of batch size ``B``.
+        A `MonotoneScale` of batch size ``B``.
 
     Raises:
         ValueError: ``scale_range`` not a pair with $0 < a \le 1 \le b$, bad ``grid`` or ``batch``.
 
-    Example:
+    Examples:
         >>> g = sample_monotone_scale(3, grid=(4, 3), scale_range=(0.5, 2.0),
         ...                           generator=torch.Generator().manual_seed(0))
         >>> g.knots_x.shape, bool(g.is_invertible().all())

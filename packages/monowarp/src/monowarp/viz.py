@@ -2,14 +2,14 @@
 
 A monotone scaling $l$ moves the content at $q$ to $l(q)$ (eq. 13, $S(I; l)(p) = I(l^{-1}(p))$). A regular
 grid painted on the original image therefore appears in $S(I; l)$ as the image of the grid under $l$:
-:func:`draw_grid` draws it over the warped image, :func:`plot_warp` puts the original, $S(I; l)$, the round
-trip $S^{-1}(S(I; l); l)$ and a heat map of the local scale side by side, and :func:`local_scale_map`
+`draw_grid` draws it over the warped image, `plot_warp` puts the original, $S(I; l)$, the round
+trip $S^{-1}(S(I; l); l)$ and a heat map of the local scale side by side, and `local_scale_map`
 computes that heat map: the Jacobian determinant (area factor) or a diagonal entry of
 $\\partial l / \\partial p$ at every pixel.
 
 matplotlib is an optional dependency (``pip install "monowarp[plot]"``); it is imported only when a
 function here draws, and never through ``pyplot``, so no window or global figure state is involved.
-:func:`local_scale_map` needs only torch.
+`local_scale_map` needs only torch.
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ def local_scale_map(
         size: `(H, W)` of the image.
         kind: ``"det"``: $\\det \\partial l / \\partial p$, the factor by which areas grow; ``"x"``:
             $\\partial l_X / \\partial x$; ``"y"``: $\\partial l_Y / \\partial y$ (the diagonal of
-            :meth:`~monowarp.MonotoneScale.local_scale`).
+            `monowarp.MonotoneScale.local_scale`).
         frame: ``"output"``: the value at pixel $p$ of the warped image $S(I; l)$ is the scale factor of the
             content that landed there, evaluated at $l^{-1}(p)$ (aligned with the warped image);
             ``"source"``: the factor at pixel $q$ of the original image (aligned with the original).
-        align_corners: pixel convention (see :func:`~monowarp.warp`).
+        align_corners: pixel convention (see `monowarp.warp`).
 
     Returns:
         `(B, H, W)` tensor; 1 means unscaled, above 1 magnified, below 1 shrunk.
@@ -62,7 +62,7 @@ def local_scale_map(
     Raises:
         ValueError: unknown ``kind`` or ``frame``, or a bad ``size``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from monowarp import MonotoneScale
         >>> g = MonotoneScale.identity(2, grid=(4, 4))
@@ -116,9 +116,9 @@ def draw_grid(
         index: which element of the batch.
         lines: number of grid lines per axis (borders included), an int or `(along x, along y)`.
         warped: draw $l(\\text{grid})$ instead of the regular grid.
-        samples: points per line (the knot positions of a :class:`~monowarp.MonotoneScale` are added, so the
+        samples: points per line (the knot positions of a `monowarp.MonotoneScale` are added, so the
             piecewise-linear image of a line is drawn exactly).
-        align_corners: pixel convention (see :func:`~monowarp.warp`).
+        align_corners: pixel convention (see `monowarp.warp`).
         **line_kwargs: passed to ``ax.plot`` (default: white, linewidth 0.8).
 
     Returns:
@@ -178,7 +178,7 @@ def plot_warp(
 
     Panels (any subset, in the given order): ``"original"`` (with a regular grid), ``"warped"``
     ($S(I; l)$ with the grid moved by $l$), ``"round_trip"`` ($S^{-1}(S(I; l); l)$ with its mean absolute
-    error against the original) and ``"scale"`` (:func:`local_scale_map` in the output frame, a diverging
+    error against the original) and ``"scale"`` (`local_scale_map` in the output frame, a diverging
     colour map centred on 1).
 
     Args:
@@ -186,9 +186,9 @@ def plot_warp(
         element: the scaling; sample ``index`` of its batch is used.
         index: which element of the batch.
         panels: which panels to draw.
-        lines: grid lines per axis (see :func:`draw_grid`).
-        kind: local scale shown in the ``"scale"`` panel (see :func:`local_scale_map`).
-        align_corners: pixel convention (see :func:`~monowarp.warp`).
+        lines: grid lines per axis (see `draw_grid`).
+        kind: local scale shown in the ``"scale"`` panel (see `local_scale_map`).
+        align_corners: pixel convention (see `monowarp.warp`).
         title: optional figure title.
         path: if given, the figure is also saved there (format from the suffix).
         dpi: resolution of the saved file.
