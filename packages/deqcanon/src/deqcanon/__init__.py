@@ -1,0 +1,48 @@
+"""deqcanon: deep equilibrium canonicalizers (DEC) on torchdeq, with the Canon and Optim baselines.
+
+A canonicalizer maps an input $I$ to a group element $\\tilde g = h(I)$ and returns the canonical
+form $S^{-1}(I; \\tilde g)$ (eqs. 5-7). `DEQCanonicalizer` predicts the element as the fixed point
+$\\Phi^* = H(S^{-1}(I; \\Phi^*))$ of a learned map (eqs. 14-16), solved with torchdeq's solvers and
+trained by implicit differentiation; `DiscreteCanonicalizer` and `OptimCanonicalizer` are the paper's
+energy-based baselines. Every canonicalizer works for any group implementing `Group`;
+`MonotoneScaleGroup` (local scaling, on monowarp) and `GlobalScaleGroup` are provided.
+
+Examples:
+    >>> import torch
+    >>> from deqcanon import DEQCanonicalizer, MonotoneScaleGroup
+    >>> dec = DEQCanonicalizer(MonotoneScaleGroup(grid=(4, 4)), in_channels=3)
+    >>> result = dec(torch.rand(2, 3, 64, 48))
+    >>> result.params.shape, result.canonical.shape
+    (torch.Size([2, 40]), torch.Size([2, 3, 64, 48]))
+"""
+
+from .base import Canonicalizer
+from .baselines import DiscreteCanonicalizer, EnergyNet, OptimCanonicalizer
+from .deq import DEQCanonicalizer
+from .groups import GlobalScaleGroup, Group, MonotoneScaleGroup, field_shape_of
+from .param_net import ParamNet, ResidualBlock
+from .result import CanonicalizationResult, SolverInfo
+from .solver import FixedPointSolution, get_solver, register_solver, solve_fixed_point, solver_names
+
+__all__ = [
+    "CanonicalizationResult",
+    "Canonicalizer",
+    "DEQCanonicalizer",
+    "DiscreteCanonicalizer",
+    "EnergyNet",
+    "FixedPointSolution",
+    "GlobalScaleGroup",
+    "Group",
+    "MonotoneScaleGroup",
+    "OptimCanonicalizer",
+    "ParamNet",
+    "ResidualBlock",
+    "SolverInfo",
+    "field_shape_of",
+    "get_solver",
+    "register_solver",
+    "solve_fixed_point",
+    "solver_names",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,309 @@
+"""Groups that a canonicalizer acts with: the `Group` protocol, monotone scaling, global scaling.
+
+A canonicalizer predicts parameters $\\Phi$ of a group element $g$ and canonicalizes the input with
+the inverse action $S^{-1}(I; g)$ (eq. 6). The canonicalizers only need four things from a group
+(`Group`): the per-sample parameter shape, the identity parameters, and the two actions
+
+$$S(I; g)(p) = I(l_g^{-1}(p)) \\quad (\\texttt{act}), \\qquad
+  S^{-1}(I; g)(p) = I(l_g(p)) \\quad (\\texttt{act\\_inverse}),$$
+
+both differentiable in the input and in the parameters (eq. 13: content at $q$ moves to $l_g(q)$).
+Points are normalised to $[0, 1]^2$ with x horizontal and y vertical.
+
+Two optional hooks make a group fit the default networks better:
+
+- `field_shape`, `params_from_field(field)`, `field_from_params(params)`: a spatial layout
+  `(C, h, w)` of the parameters, so that `ParamNet` can pool its feature map to the field and keep
+  the parameters where they act (the monotone scaling logits of a knot row live in that row).
+  Without them the parameters are treated as a `(D, 1, 1)` field (global pooling).
+- `sample_params(n, *, generator, device, dtype)`: random elements, used by `DiscreteCanonicalizer`
+  to build its candidate set.
+
+`MonotoneScaleGroup` (on `monowarp`) is the group of the paper (Sec. 4.1); `GlobalScaleGroup`
+(isotropic scaling about the image centre, one log-scale parameter) is a minimal second group that
+shows the canonicalizers are not tied to one group.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+import monowarp
+
+from ._utils import check_option, check_tensor
+
+__all__ = ["GlobalScaleGroup", "Group", "MonotoneScaleGroup", "field_shape_of"]
+
+
+@runtime_checkable
+class Group(Protocol):
+    """What a canonicalizer needs from a group acting on `(B, C, H, W)` tensors.
+
+    Attributes:
+        param_shape: shape of one sample's parameters, e.g. `(D,)`.
+
+    Any object with these members works (structural typing); `isinstance(obj, Group)` checks that
+    they exist.
+    """
+
+    param_shape: tuple[int, ...]
+
+    def identity_params(
+        self, batch: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Parameters of the identity element, `(batch, *param_shape)`."""
+        ...
+
+    def act(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """$S(x; g)$ for `x` `(B, C, H, W)` and `params` `(B, *param_shape)`."""
+        ...
+
+    def act_inverse(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """$S^{-1}(x; g)$ for `x` `(B, C, H, W)` and `params` `(B, *param_shape)`."""
+        ...
+
+    def element(self, params: torch.Tensor) -> Any:
+        """The group element object built from `params` (for example a `monowarp.MonotoneScale`)."""
+        ...
+
+
+def field_shape_of(group: Group) -> tuple[int, int, int]:
+    """The spatial parameter layout `(C, h, w)` of a group: its `field_shape`, else `(D, 1, 1)`.
+
+    Examples:
+        >>> field_shape_of(MonotoneScaleGroup(grid=(4, 3)))
+        (2, 4, 5)
+        >>> field_shape_of(GlobalScaleGroup())
+        (1, 1, 1)
+    """
+    shape = getattr(group, "field_shape", None)
+    if shape is None:
+        return (math.prod(group.param_shape), 1, 1)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"group.field_shape must be (C, h, w) with positive sizes, got {shape}")
+    return shape
+
+
+def _check_params(params: Any, group: Group) -> torch.Tensor:
+    check_tensor(params, "params", shape=f"(B, {', '.join(map(str, group.param_shape))})", finite=False)
+    if tuple(params.shape[1:]) != tuple(group.param_shape) or params.dim() != 1 + len(group.param_shape):
+        raise ValueError(
+            f"params must have shape (B, {', '.join(map(str, group.param_shape))}), got {tuple(params.shape)}"
+        )
+    return params
+
+
+def _check_image(x: Any, params: torch.Tensor) -> torch.Tensor:
+    check_tensor(x, "x", ndim=4, shape="(B, C, H, W)", finite=False)
+    if x.shape[0] != params.shape[0]:
+        raise ValueError(
+            f"x and params must have the same batch size, got {x.shape[0]} and {params.shape[0]}"
+        )
+    return x
+
+
+@dataclass(frozen=True)
+class MonotoneScaleGroup:
+    """The monotone scaling group of the paper (Sec. 4.1, appendix A2.2) on `monowarp`.
+
+    Parameters are the flat logits of `monowarp.MonotoneScale.from_params` on an `(N, M)` knot grid:
+    `(B, D)` with $D = (M + 1) N + (N + 1) M$ (first the row functions' logits `(M+1, N)`, then the
+    column functions' `(N+1, M)`); zeros are the identity and any finite tensor is a valid element.
+    `act` is `monowarp.warp` (S, eq. 13) and `act_inverse` is `monowarp.unwarp` ($S^{-1}$).
+
+    Field layout for `ParamNet` (`field_shape = (2, M+1, N+1)`, rows along y, columns along x):
+    channel 0 holds the row functions' logits `(M+1, N)` in its first N columns (the logit of the
+    interval between knots $x_i$ and $x_{i+1}$ of row $j$ sits at `[0, j, i]`), channel 1 holds the column
+    functions' logits transposed, `(M, N+1)`, in its first M rows; the last column of channel 0 and
+    the last row of channel 1 are unused, as in the authors' implementation.
+
+    Args:
+        grid: `(N, M)` knot intervals along x and y.
+        mode: interpolation of the warps, `"bilinear"` or `"nearest"`.
+        padding_mode: `"border"`, `"zeros"` or `"reflection"`.
+        align_corners: pixel-centre convention of the warps (True: pixel `c` of `W` at `c / (W - 1)`).
+
+    Examples:
+        >>> group = MonotoneScaleGroup(grid=(4, 4))
+        >>> group.param_shape, group.field_shape
+        ((40,), (2, 5, 5))
+        >>> x = torch.rand(2, 3, 16, 12)
+        >>> bool(torch.allclose(group.act_inverse(x, group.identity_params(2)), x, atol=1e-5))
+        True
+    """
+
+    grid: tuple[int, int] = (4, 4)
+    mode: str = "bilinear"
+    padding_mode: str = "border"
+    align_corners: bool = True
+
+    def __post_init__(self) -> None:
+        grid = tuple(self.grid) if isinstance(self.grid, (tuple, list)) else self.grid
+        if (
+            not isinstance(grid, tuple)
+            or len(grid) != 2
+            or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in grid)
+        ):
+            raise ValueError(f"grid must be a pair of positive ints (N, M), got {self.grid!r}")
+        object.__setattr__(self, "grid", grid)
+        check_option(self.mode, "mode", choices=("bilinear", "nearest"))
+        check_option(self.padding_mode, "padding_mode", choices=("border", "zeros", "reflection"))
+        check_option(self.align_corners, "align_corners", kind=bool)
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        """`(D,)` with $D = (M + 1) N + (N + 1) M$."""
+        n, m = self.grid
+        return ((m + 1) * n + (n + 1) * m,)
+
+    @property
+    def field_shape(self) -> tuple[int, int, int]:
+        """`(2, M+1, N+1)`."""
+        n, m = self.grid
+        return (2, m + 1, n + 1)
+
+    def identity_params(
+        self, batch: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Zeros `(batch, D)`."""
+        return torch.zeros(batch, *self.param_shape, device=device, dtype=dtype)
+
+    def element(self, params: torch.Tensor) -> monowarp.MonotoneScale:
+        """`monowarp.MonotoneScale.from_params(params, grid)`."""
+        _check_params(params, self)
+        return monowarp.MonotoneScale.from_params(params, self.grid)
+
+    def act(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """$S(x; g)$ = `monowarp.warp(x, g)`."""
+        g = self.element(params)
+        _check_image(x, params)
+        return monowarp.warp(
+            x, g, mode=self.mode, padding_mode=self.padding_mode, align_corners=self.align_corners
+        )
+
+    def act_inverse(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """$S^{-1}(x; g)$ = `monowarp.unwarp(x, g)`."""
+        g = self.element(params)
+        _check_image(x, params)
+        return monowarp.unwarp(
+            x, g, mode=self.mode, padding_mode=self.padding_mode, align_corners=self.align_corners
+        )
+
+    def params_from_field(self, field: torch.Tensor) -> torch.Tensor:
+        """`(B, 2, M+1, N+1)` field -> `(B, D)` logits (see the class docstring for the layout)."""
+        n, m = self.grid
+        b = field.shape[0]
+        zx = field[:, 0, :, :n].reshape(b, -1)
+        zy = field[:, 1, :m, :].transpose(1, 2).reshape(b, -1)
+        return torch.cat([zx, zy], dim=1)
+
+    def field_from_params(self, params: torch.Tensor) -> torch.Tensor:
+        """`(B, D)` logits -> `(B, 2, M+1, N+1)` field with zeros in the unused entries."""
+        _check_params(params, self)
+        n, m = self.grid
+        b = params.shape[0]
+        field = params.new_zeros(b, 2, m + 1, n + 1)
+        field[:, 0, :, :n] = params[:, : (m + 1) * n].reshape(b, m + 1, n)
+        field[:, 1, :m, :] = params[:, (m + 1) * n :].reshape(b, n + 1, m).transpose(1, 2)
+        return field
+
+    def sample_params(
+        self,
+        n: int,
+        *,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """Parameters of `n` random elements (`monowarp.sample_monotone_scale`), `(n, D)`."""
+        g = monowarp.sample_monotone_scale(
+            n, self.grid, scale_range, generator=generator, device=device, dtype=dtype
+        )
+        return g.to_params()
+
+
+@dataclass(frozen=True)
+class GlobalScaleGroup:
+    """Isotropic scaling about the image centre; one parameter, the log scale factor $a = \\log s$.
+
+    $l(p) = c + s (p - c)$ with $c = (1/2, 1/2)$, so `act` magnifies the content by $s$ (content at
+    $q$ moves to $l(q)$) and `act_inverse` samples $I(l(p))$. Both are one `affine_grid`/`grid_sample`;
+    the inverse element is $-a$. A worked example of a custom group (see the how-to).
+
+    Args:
+        mode: `"bilinear"` or `"nearest"`.
+        padding_mode: `"zeros"` (default: content shrunk below the frame leaves a black border),
+            `"border"` or `"reflection"`.
+        align_corners: pixel-centre convention (True: pixel `c` of `W` at `c / (W - 1)`).
+
+    Examples:
+        >>> group = GlobalScaleGroup()
+        >>> x = torch.rand(1, 1, 9, 9)
+        >>> params = torch.tensor([[math.log(2.0)]])
+        >>> zoomed = group.act(x, params)            # magnified 2x about the centre
+        >>> bool(torch.allclose(zoomed[0, 0, 4, 4], x[0, 0, 4, 4]))
+        True
+        >>> group.element(params)
+        tensor([[2.]])
+    """
+
+    mode: str = "bilinear"
+    padding_mode: str = "zeros"
+    align_corners: bool = True
+
+    def __post_init__(self) -> None:
+        check_option(self.mode, "mode", choices=("bilinear", "nearest"))
+        check_option(self.padding_mode, "padding_mode", choices=("border", "zeros", "reflection"))
+        check_option(self.align_corners, "align_corners", kind=bool)
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        """`(1,)`: the log scale factor."""
+        return (1,)
+
+    def identity_params(
+        self, batch: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Zeros `(batch, 1)`."""
+        return torch.zeros(batch, 1, device=device, dtype=dtype)
+
+    def element(self, params: torch.Tensor) -> torch.Tensor:
+        """The scale factors $s = e^a$, `(B, 1)`."""
+        return _check_params(params, self).exp()
+
+    def act(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """$S(x; s)(p) = x(c + (p - c) / s)$."""
+        return self.act_inverse(x, -_check_params(params, self))
+
+    def act_inverse(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """$S^{-1}(x; s)(p) = x(c + s (p - c))$."""
+        s = self.element(params)[:, 0]
+        _check_image(x, params)
+        zero = torch.zeros_like(s)
+        theta = torch.stack([torch.stack([s, zero, zero], -1), torch.stack([zero, s, zero], -1)], 1)
+        theta = theta.to(x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=self.align_corners)
+        return F.grid_sample(
+            x, grid, mode=self.mode, padding_mode=self.padding_mode, align_corners=self.align_corners
+        )
+
+    def sample_params(
+        self,
+        n: int,
+        *,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """Log scales of `n` random elements, uniform in log space over `scale_range`, `(n, 1)`."""
+        lo, hi = math.log(scale_range[0]), math.log(scale_range[1])
+        u = torch.rand(n, 1, generator=generator, device=device, dtype=dtype)
+        return lo + (hi - lo) * u

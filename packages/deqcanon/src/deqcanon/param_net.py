@@ -1,0 +1,174 @@
+"""The parameter network H of the DEC (appendix A1): a small residual CNN pooled to the group's parameters.
+
+One DEC iteration is $\\Phi^{(i+1)} = H_\\psi(S^{-1}(I; \\Phi^{(i)}))$ (Sec. 4.2): H looks at the
+currently canonicalized input and predicts the parameters. `ParamNet` is the network of appendix A1
+(two stages with 64 and 128 channels by default): residual blocks of 3x3 convolutions with reflect
+padding, instance normalisation and softplus, 2x2 max-pooling between stages, a 1x1 convolution to
+the channels of the group's parameter field and adaptive average pooling to its `(h, w)`
+(`deqcanon.field_shape_of`). The field is mapped to parameters by the group
+(`params_from_field`, or a reshape for groups without a spatial layout).
+
+Two choices keep it cheap and well behaved:
+
+- Large inputs are seen through a resized view (`view_size`, longer side, antialiased), so the
+  cost of an iteration does not grow with the image; the group acts in normalised coordinates, so
+  parameters predicted on the view apply to the full input.
+- The last convolution starts at zero and the identity field is added, so a fresh network predicts
+  the identity parameters for every input and a fresh DEC starts (and stays) at the identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._utils import check_option, check_tensor, detach_norm_weights, resize_to_fit
+from .groups import Group, field_shape_of
+
+__all__ = ["ParamNet", "ResidualBlock"]
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions (reflect padding) with instance norm and softplus, plus a skip connection.
+
+    `y = softplus(IN(conv(softplus(IN(conv(x))))) + skip(x))`, `skip` a 1x1 convolution when the channel
+    count changes.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="reflect")
+        self.norm1 = nn.InstanceNorm2d(out_channels, affine=True)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, padding_mode="reflect")
+        self.norm2 = nn.InstanceNorm2d(out_channels, affine=True)
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.softplus(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return F.softplus(y + self.skip(x))
+
+
+class ParamNet(nn.Module):
+    """The DEC's parameter network H: canonicalized input `(B, C, H, W)` -> parameters `(B, *param_shape)`.
+
+    Args:
+        group: the group whose parameters are predicted (its `param_shape` and optional field layout).
+        in_channels: channels of the input (3 for RGB, or a latent feature map's channel count).
+        widths: channels of the stages; its length is the depth (appendix A1: `(64, 128)`).
+        view_size: longer side of the resized view of large inputs, or None to always use the full input.
+        weight_norm: apply torchdeq's weight normalisation to the convolutions. torchdeq computes the
+            normalised weights once and reuses them, so they must be recomputed with
+            `torchdeq.norm.reset_norm(net)` before every forward; `DEQCanonicalizer` does that, call it
+            yourself when you use the network on its own.
+
+    Raises:
+        ValueError: invalid widths, view size or channel count.
+
+    Examples:
+        >>> from deqcanon import GlobalScaleGroup
+        >>> net = ParamNet(GlobalScaleGroup(), in_channels=3, widths=(8, 16))
+        >>> net(torch.rand(2, 3, 32, 24)).shape
+        torch.Size([2, 1])
+        >>> float(net(torch.rand(2, 3, 32, 24)).detach().abs().max())    # starts at the identity parameters
+        0.0
+    """
+
+    def __init__(
+        self,
+        group: Group,
+        in_channels: int = 3,
+        *,
+        widths: Sequence[int] = (64, 128),
+        view_size: int | None = 64,
+        weight_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(group, Group):
+            raise TypeError(f"group must implement the deqcanon.Group protocol, got {type(group).__name__}")
+        check_option(in_channels, "in_channels", kind=int, low=1)
+        widths = tuple(widths)
+        if not widths:
+            raise ValueError("widths must name at least one stage, got ()")
+        for w in widths:
+            check_option(w, "widths entries", kind=int, low=1)
+        check_option(view_size, "view_size", kind=int, low=4, allow_none=True)
+        check_option(weight_norm, "weight_norm", kind=bool)
+        self.group = group
+        self.in_channels = in_channels
+        self.widths = widths
+        self.view_size = view_size
+        self.field_shape = field_shape_of(group)
+
+        stages: list[nn.Module] = []
+        c = in_channels
+        for i, w in enumerate(widths):
+            stages.append(ResidualBlock(c, w))
+            if i < len(widths) - 1:
+                stages.append(nn.MaxPool2d(2, ceil_mode=True))
+            c = w
+        self.body = nn.Sequential(*stages)
+        self.head = nn.Conv2d(c, self.field_shape[0], 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        identity = group.identity_params(1, dtype=torch.get_default_dtype())
+        self.register_buffer("identity_field", self._to_field(identity), persistent=False)
+        if weight_norm:
+            from torchdeq.norm import apply_norm, reset_norm
+
+            apply_norm(self, "weight_norm")
+            with torch.no_grad():  # zero scale, non-zero direction: still the identity, no 0/0
+                self.head.weight_v.copy_(torch.randn_like(self.head.weight_v))
+                self.head.weight_g.zero_()
+            reset_norm(self)
+
+    @property
+    def min_size(self) -> int:
+        """Smallest input side the network accepts (reflect padding needs 2 pixels in every stage)."""
+        return 2 ** len(self.widths)
+
+    def view(self, x: torch.Tensor) -> torch.Tensor:
+        """The resized view H sees: `x` downsampled so that its longer side is at most `view_size`."""
+        return resize_to_fit(x, self.view_size)
+
+    def field(self, x: torch.Tensor) -> torch.Tensor:
+        """The parameter field `(B, *field_shape)` predicted for `x` `(B, C, H, W)`."""
+        check_tensor(x, "x", ndim=4, shape="(B, C, H, W)", finite=False)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have {self.in_channels} channels (B, C, H, W), got {tuple(x.shape)}")
+        x = self.view(x)
+        if min(x.shape[-2:]) < self.min_size:
+            raise ValueError(
+                f"x must be at least {self.min_size}x{self.min_size} for {len(self.widths)} stages, "
+                f"got {tuple(x.shape)}"
+            )
+        y = self.head(self.body(x))
+        y = F.adaptive_avg_pool2d(y, self.field_shape[1:])
+        return y + self.identity_field.to(y.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Parameters `(B, *param_shape)` for the input `x` `(B, C, H, W)`."""
+        return self._from_field(self.field(x))
+
+    def _to_field(self, params: torch.Tensor) -> torch.Tensor:
+        to_field = getattr(self.group, "field_from_params", None)
+        if to_field is not None:
+            return to_field(params)
+        return params.reshape(params.shape[0], *self.field_shape)
+
+    def _from_field(self, field: torch.Tensor) -> torch.Tensor:
+        from_field = getattr(self.group, "params_from_field", None)
+        if from_field is not None:
+            return from_field(field)
+        return field.reshape(field.shape[0], *self.group.param_shape)
+
+    def __getstate__(self) -> dict:
+        detach_norm_weights(self)
+        return super().__getstate__()
