@@ -1,0 +1,237 @@
+"""Tables 2 and 3 from the ``eval.json`` of several runs, as Markdown and JSON, plus their plots.
+
+- Table 2: one row per method, two columns per backbone: Acc (%) and InvE (x 1e-2), mean +- sample std
+  over the seeds (runs of the same backbone and method). Both InvE variants get a table: ``paper``
+  (squared L2, eq. 24) and ``reference`` (relative L2, the authors' code).
+- Table 3: per backbone, one row per method: accuracy (%) per digit-scale bucket (mean over seeds) and
+  "Overall": mean +- population std over the buckets, as in the paper.
+- Plots: per backbone, accuracy against the common digit factor (``curve_scales``) and against the
+  buckets, one line per method (mean and std over seeds).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lse_common import atomic_write_bytes
+
+from .options import METHODS
+
+__all__ = ["PAPER_TABLE2", "PAPER_TABLE3", "aggregate", "markdown_tables"]
+
+NAMES = {"aug": "Aug", "canon": "Canon", "invl": "InvL", "optim": "Optim", "dec": "DEC (ours)"}
+
+PAPER_TABLE2 = {  # Acc (%), InvE (x 1e-2), from the paper's Table 2
+    "ResNet": {"aug": (93.09, 13.71), "canon": (94.22, 13.84), "invl": (93.67, 13.47), "dec": (96.09, 6.13)},
+    "ViT": {"aug": (91.23, 13.33), "canon": (93.73, 12.32), "invl": (94.79, 8.17), "dec": (95.64, 5.04)},
+    "DeiT": {"aug": (90.91, 16.17), "canon": (95.01, 7.04), "invl": (94.06, 8.04), "dec": (96.46, 6.02)},
+    "Swin": {"aug": (94.26, 5.44), "canon": (95.67, 4.27), "invl": (94.78, 3.89), "dec": (96.91, 2.08)},
+    "BEiT": {"aug": (94.70, 9.69), "canon": (95.92, 5.07), "invl": (95.26, 6.49), "dec": (97.05, 4.13)},
+    "DINOv2": {"aug": (95.80, 7.47), "canon": (96.63, 6.00), "invl": (96.66, 5.21), "dec": (97.90, 2.62)},
+}
+PAPER_TABLE3 = {  # Swin, accuracy (%) in the buckets [0.4, 1], [1, 2], [2, 3]
+    "aug": (91.64, 96.32, 93.84),
+    "canon": (90.16, 95.39, 90.54),
+    "invl": (91.98, 96.26, 93.88),
+    "dec": (95.14, 97.81, 96.64),
+}
+
+
+def family(backbone: str) -> str | None:
+    """The paper's architecture family of a timm name (``None`` for others)."""
+    name = backbone.lower()
+    for key, fam in (
+        ("dinov2", "DINOv2"),
+        ("deit", "DeiT"),
+        ("beit", "BEiT"),
+        ("swin", "Swin"),
+        ("vit", "ViT"),
+        ("resnet", "ResNet"),
+    ):
+        if key in name:
+            return fam
+    return None
+
+
+def _ms(values: Sequence[float], scale: float = 100.0) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64) * scale
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
+
+
+def _group(results: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    grouped: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        grouped[r["backbone"]][r["method"]].append(r)
+    return grouped
+
+
+def _methods(grouped) -> list[str]:
+    present = {m for per in grouped.values() for m in per}
+    return [m for m in METHODS if m in present]
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The numbers behind the tables, as a JSON-friendly dict."""
+    grouped = _group(results)
+    table2: dict[str, Any] = {}
+    table3: dict[str, Any] = {}
+    for backbone, per in grouped.items():
+        table2[backbone] = {}
+        table3[backbone] = {}
+        for method, runs in per.items():
+            entry = {"seeds": sorted(r["seed"] for r in runs), "n": len(runs)}
+            for key in ("acc", "inve_paper", "inve_reference", "acc_rescaled"):
+                mean, std = _ms([r[key] for r in runs])
+                entry[key] = {"mean": mean, "std": std}
+            table2[backbone][method] = entry
+            buckets = np.mean([r["bucket_acc"] for r in runs], axis=0) * 100
+            table3[backbone][method] = {
+                "edges": runs[0]["bucket_edges"],
+                "bucket_acc": buckets.tolist(),
+                "overall_mean": float(buckets.mean()),
+                "overall_std": float(buckets.std()),
+                "n": len(runs),
+            }
+    return {
+        "table2": table2,
+        "table3": table3,
+        "runs": results,
+        "notes": {
+            "acc": "%",
+            "inve": "x 1e-2",
+            "std over seeds": "sample (n - 1)",
+            "overall": "mean +- population std over the buckets",
+        },
+    }
+
+
+def markdown_tables(summary: dict[str, Any]) -> str:
+    """Tables 2 and 3 (ours), and the paper's rows for the families present, in Markdown."""
+    table2, table3 = summary["table2"], summary["table3"]
+    backbones = list(table2)
+    methods = [m for m in METHODS if any(m in table2[b] for b in backbones)]
+    lines: list[str] = []
+    for variant, title in (
+        ("inve_paper", "paper: squared L2, eq. 24"),
+        ("inve_reference", "reference: relative L2 of the authors' code"),
+    ):
+        lines.append(f"### Table 2: Acc (%) and InvE (x 1e-2, {title})\n")
+        head = "| Method | " + " | ".join(f"{b} Acc ↑ | {b} InvE ↓" for b in backbones) + " |"
+        lines += [head, "|---|" + "---:|---:|" * len(backbones)]
+        for m in methods:
+            cells = []
+            for b in backbones:
+                e = table2[b].get(m)
+                if e is None:
+                    cells += ["", ""]
+                else:
+                    cells += [
+                        _fmt(e["acc"]["mean"], e["acc"]["std"], e["n"]),
+                        _fmt(e[variant]["mean"], e[variant]["std"], e["n"]),
+                    ]
+            lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
+        seeds = {b: max(e["n"] for e in table2[b].values()) for b in backbones}
+        lines.append("\nSeeds per cell: " + ", ".join(f"{b}: {n}" for b, n in seeds.items()) + "\n")
+    for b in backbones:
+        edges = next(iter(table3[b].values()))["edges"]
+        labels = [f"[{edges[i]:g}, {edges[i + 1]:g}]" for i in range(len(edges) - 1)]
+        lines.append(f"### Table 3: accuracy (%) per digit-scale bucket, {b}\n")
+        lines += ["| Method | " + " | ".join(labels) + " | Overall |", "|---|" + "---:|" * (len(labels) + 1)]
+        for m in methods:
+            e = table3[b].get(m)
+            if e is None:
+                continue
+            cells = [f"{a:.2f}" for a in e["bucket_acc"]] + [
+                f"{e['overall_mean']:.2f} ± {e['overall_std']:.2f}"
+            ]
+            lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    fams = [(b, family(b)) for b in backbones if family(b)]
+    if fams:
+        lines.append("### The paper's Table 2 for the same families (224x224, 50,000 test images)\n")
+        lines += [
+            "| Method | " + " | ".join(f"{f} Acc | {f} InvE" for _, f in fams) + " |",
+            "|---|" + "---:|---:|" * len(fams),
+        ]
+        for m in ("aug", "canon", "invl", "dec"):
+            cells = []
+            for _, f in fams:
+                acc, inv = PAPER_TABLE2[f][m]  # type: ignore[index]
+                cells += [f"{acc:.2f}", f"{inv:.2f}"]
+            lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
+        lines.append(
+            "\nThe paper's Table 3 (Swin): "
+            + "; ".join(f"{NAMES[m]} {' / '.join(f'{a:.2f}' for a in v)}" for m, v in PAPER_TABLE3.items())
+            + "\n"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def aggregate(
+    results: list[dict[str, Any]], results_dir: str | Path, *, plots: bool = True
+) -> dict[str, Any]:
+    """Write ``tables.md``, ``tables.json`` and the plots to ``results_dir``; return the summary."""
+    if not results:
+        raise ValueError("no evaluated runs to aggregate")
+    for key in ("curve_scales", "bucket_edges"):
+        if len({tuple(r[key]) for r in results}) > 1:
+            raise ValueError(
+                f"the runs were evaluated with different {key}; re-evaluate them with the same settings"
+            )
+    out = Path(results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(results)
+    text = markdown_tables(summary)
+    atomic_write_bytes(out / "tables.md", text.encode())
+    atomic_write_bytes(out / "tables.json", json.dumps(summary, indent=1).encode())
+    files = [str(out / "tables.md"), str(out / "tables.json")]
+    if plots:
+        from .plots import plot_curves
+
+        grouped = _group(results)
+        for backbone, per in grouped.items():
+            methods = [m for m in METHODS if m in per]
+            first = per[methods[0]][0]
+            if first["curve_scales"]:
+                files.append(
+                    str(
+                        plot_curves(
+                            {NAMES[m]: [r["curve_acc"] for r in per[m]] for m in methods},
+                            first["curve_scales"],
+                            out / f"per_scale_accuracy_{backbone}.png",
+                            title=f"{backbone}: all three digits at one scale",
+                            xlabel="digit scale factor",
+                        )
+                    )
+                )
+            edges = first["bucket_edges"]
+            files.append(
+                str(
+                    plot_curves(
+                        {NAMES[m]: [r["bucket_acc"] for r in per[m]] for m in methods},
+                        [f"[{edges[i]:g}, {edges[i + 1]:g}]" for i in range(len(edges) - 1)],
+                        out / f"bucket_accuracy_{backbone}.png",
+                        title=f"{backbone}: Table 3 buckets",
+                        xlabel="digit scale bucket",
+                    )
+                )
+            )
+            for m in methods:
+                warps = Path(per[m][0]["run"]) / "canonical_warps.png"
+                if warps.is_file():
+                    target = out / f"canonical_warps_{backbone}_{m}.png"
+                    shutil.copyfile(warps, target)
+                    files.append(str(target))
+    summary["files"] = files
+    return summary
