@@ -148,20 +148,8 @@ def _cmd_data(opts: MnistOptions, extra: dict) -> int:
             "`lse-mnist data --fetch` gets all 70,000)",
         }[source]
     )
-    sizes = {"train": opts.train_size, "val": opts.val_size, "test": opts.test_size}
     for split in extra.get("splits", ["train", "val", "test"]):
-        d = data_mod.prepare_split(
-            opts.data_dir,
-            split,
-            size=sizes[split],
-            canvas=canvas_of(opts),
-            seed=opts.data_seed,
-            scale_range=tuple(opts.scale_range),
-            source=opts.source,
-            mnist_dir=opts.mnist_dir,
-            val_fraction=opts.val_fraction,
-            progress=opts.progress,
-        )
+        d = data_mod.prepare_split_from_options(opts, split)
         print(
             f"{split}: {len(d)} scenes at {d.canvas[1]}x{d.canvas[0]} from {len(d.pool)} digits "
             f"-> {Path(opts.data_dir) / split}"

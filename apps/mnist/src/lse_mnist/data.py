@@ -30,9 +30,17 @@ from tqdm.auto import tqdm
 from lse_common import atomic_path, atomic_write_bytes
 
 from .generator import SceneSpec, canvas_size, render_scenes, sample_scenes
+from .options import MnistOptions, canvas_of
 from .sources import load_digits, resolve_source
 
-__all__ = ["STREAMS", "SceneDataset", "SplitData", "benchmark_render", "prepare_split"]
+__all__ = [
+    "STREAMS",
+    "SceneDataset",
+    "SplitData",
+    "benchmark_render",
+    "prepare_split",
+    "prepare_split_from_options",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +152,34 @@ def prepare_split(
         data.images = _rendered(folder, data, hw, progress=progress, chunk=chunk)
         data.canvas = hw
     return data
+
+
+def prepare_split_from_options(
+    opts: MnistOptions, split: str, *, render: bool = True, progress: bool | None = None
+) -> SplitData:
+    """`prepare_split` for a split of the app's options (its size, canvas, seed, source, cache folder).
+
+    Args:
+        opts: the app's options.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        render: render the scenes at the options' canvas (``False``: only draw and cache the scene specs).
+        progress: show a progress bar; defaults to ``opts.progress``.
+    """
+    sizes = {"train": opts.train_size, "val": opts.val_size, "test": opts.test_size}
+    if split not in sizes:
+        raise ValueError(f"split must be one of {tuple(sizes)}, got {split!r}")
+    return prepare_split(
+        opts.data_dir,
+        split,
+        size=sizes[split],
+        canvas=canvas_of(opts) if render else None,
+        seed=opts.data_seed,
+        scale_range=tuple(opts.scale_range),
+        source=opts.source,
+        mnist_dir=opts.mnist_dir,
+        val_fraction=opts.val_fraction,
+        progress=opts.progress if progress is None else progress,
+    )
 
 
 def _load_cached(folder: Path, meta: SplitMeta) -> SplitData | None:

@@ -83,23 +83,9 @@ def _stage(base: MnistOptions, demo: DemoOptions, method: str, **changes: Any) -
 
 
 def _prepare(opts: MnistOptions):
-    from .data import prepare_split
+    from .data import prepare_split_from_options
 
-    sizes = {"train": opts.train_size, "val": opts.val_size, "test": opts.test_size}
-    data = {}
-    for split, size in sizes.items():
-        data[split] = prepare_split(
-            opts.data_dir,
-            split,
-            size=size,
-            canvas=canvas_of(opts),
-            seed=opts.data_seed,
-            scale_range=tuple(opts.scale_range),
-            source=opts.source,
-            mnist_dir=opts.mnist_dir,
-            val_fraction=opts.val_fraction,
-            progress=opts.progress,
-        )
+    data = {split: prepare_split_from_options(opts, split) for split in ("train", "val", "test")}
     return data
 
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 import lsmetrics
 from lse_common import atomic_write_bytes, find_latest, load_checkpoint, resolve_options
 
-from .data import SceneDataset, prepare_split
+from .data import SceneDataset, prepare_split_from_options
 from .generator import sample_factors
 from .models import DigitClassifier, build_model
 from .options import MnistOptions, canvas_of
@@ -135,18 +135,7 @@ def evaluate_run(
     if opts.threads:
         torch.set_num_threads(opts.threads)
     model.to(device).eval()
-    test = prepare_split(
-        opts.data_dir,
-        "test",
-        size=opts.test_size,
-        canvas=canvas_of(opts),
-        seed=opts.data_seed,
-        scale_range=tuple(opts.scale_range),
-        source=opts.source,
-        mnist_dir=opts.mnist_dir,
-        val_fraction=opts.val_fraction,
-        progress=opts.progress,
-    )
+    test = prepare_split_from_options(opts, "test")
     ds = SceneDataset(test, canvas_of(opts))
     n = min(len(ds), opts.eval_size or len(ds))
     labels_all = torch.as_tensor(test.spec.labels[:n])

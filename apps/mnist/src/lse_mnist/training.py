@@ -40,7 +40,7 @@ from lse_common import (
     seed_everything,
 )
 
-from .data import SceneDataset, prepare_split
+from .data import SceneDataset, prepare_split_from_options
 from .models import DigitClassifier, build_model
 from .options import MnistOptions, canvas_of, check_options
 
@@ -137,21 +137,6 @@ def _scheduler(opt: torch.optim.Optimizer, opts: MnistOptions, steps_per_epoch: 
     raise ValueError(f"scheduler must be cosine, plateau or none, got {opts.scheduler!r}")
 
 
-def _prepare_data(opts: MnistOptions, split: str, size: int, *, render: bool = True, progress: bool = True):
-    return prepare_split(
-        opts.data_dir,
-        split,
-        size=size,
-        canvas=canvas_of(opts) if render else None,
-        seed=opts.data_seed,
-        scale_range=tuple(opts.scale_range),
-        source=opts.source,
-        mnist_dir=opts.mnist_dir,
-        val_fraction=opts.val_fraction,
-        progress=progress,
-    )
-
-
 def train(opts: MnistOptions) -> dict:
     """Train one run (see the module docstring); returns the engine's summary. Works under torchrun."""
     check_options(opts)
@@ -162,12 +147,12 @@ def train(opts: MnistOptions) -> dict:
         seed_everything(opts.seed, rank=info.rank)
         out = default_run_dir(opts)
         if info.is_main:  # rank 0 draws and renders the data; the others read its cache
-            train_data = _prepare_data(opts, "train", opts.train_size, progress=opts.progress)
-            val_data = _prepare_data(opts, "val", opts.val_size, progress=opts.progress)
+            train_data = prepare_split_from_options(opts, "train")
+            val_data = prepare_split_from_options(opts, "val")
         barrier()
         if not info.is_main:
-            train_data = _prepare_data(opts, "train", opts.train_size, progress=False)
-            val_data = _prepare_data(opts, "val", opts.val_size, progress=False)
+            train_data = prepare_split_from_options(opts, "train", progress=False)
+            val_data = prepare_split_from_options(opts, "val", progress=False)
         model = build_model(opts, for_training=True)
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
