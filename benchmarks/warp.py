@@ -95,54 +95,53 @@ def bench_warps(args: argparse.Namespace, device: torch.device) -> list[Row]:
         g = sample_monotone_scale(b, grid=(4, 4), generator=gen).to(device)
         x = torch.rand(b, c, h, w, device=device, requires_grad=True)
         grid = (g.dense_map((h, w)) * 2 - 1).detach()
-        cands = {
-            "grid_sample (precomputed grid)": _fwd_bwd(
-                lambda x=x, grid=grid: F.grid_sample(x, grid, padding_mode="border", align_corners=True)
-            ),
-            "unwarp": _fwd_bwd(lambda x=x, g=g: unwarp(x, g)),
-            "warp (exact inverse)": _fwd_bwd(lambda x=x, g=g: warp(x, g)),
-        }
-        med, rat = compare(
-            cands,
-            [("unwarp", "grid_sample (precomputed grid)"), ("warp (exact inverse)", "unwarp")],
-            rounds=args.rounds,
-            min_run_time=args.min_run_time,
-            device=device,
+        rows += _warp_rows(
+            args,
+            device,
+            f"{cfg} grad x",
+            "grid_sample (precomputed grid)",
+            lambda x=x, grid=grid: F.grid_sample(x, grid, padding_mode="border", align_corners=True),
+            lambda x=x, g=g: unwarp(x, g),
+            lambda x=x, g=g: warp(x, g),
         )
-        rows += [
-            (f"{cfg} grad x", "grid_sample (precomputed grid)", med["grid_sample (precomputed grid)"],
-             "1.00 (floor)"),
-            (f"{cfg} grad x", "unwarp", med["unwarp"],
-             f"{rat[('unwarp', 'grid_sample (precomputed grid)')]:.2f} x grid_sample"),
-            (f"{cfg} grad x", "warp (exact inverse)", med["warp (exact inverse)"],
-             f"{rat[('warp (exact inverse)', 'unwarp')]:.2f} x unwarp"),
-        ]
         # Gradients for the parameters too (canonicalizer training).
         params = g.to_params().detach().requires_grad_(True)
         grid_p = grid.clone().requires_grad_(True)
-        cands = {
-            "grid_sample (grid requires grad)": _fwd_bwd(
-                lambda x=x, grid=grid_p: F.grid_sample(x, grid, padding_mode="border", align_corners=True)
-            ),
-            "unwarp": _fwd_bwd(lambda x=x, p=params: unwarp(x, MonotoneScale.from_params(p))),
-            "warp (exact inverse)": _fwd_bwd(lambda x=x, p=params: warp(x, MonotoneScale.from_params(p))),
-        }
-        med, rat = compare(
-            cands,
-            [("unwarp", "grid_sample (grid requires grad)"), ("warp (exact inverse)", "unwarp")],
-            rounds=args.rounds,
-            min_run_time=args.min_run_time,
-            device=device,
+        rows += _warp_rows(
+            args,
+            device,
+            f"{cfg} grad x, params",
+            "grid_sample (grid requires grad)",
+            lambda x=x, grid=grid_p: F.grid_sample(x, grid, padding_mode="border", align_corners=True),
+            lambda x=x, p=params: unwarp(x, MonotoneScale.from_params(p)),
+            lambda x=x, p=params: warp(x, MonotoneScale.from_params(p)),
         )
-        rows += [
-            (f"{cfg} grad x, params", "grid_sample (grid requires grad)",
-             med["grid_sample (grid requires grad)"], "1.00 (floor)"),
-            (f"{cfg} grad x, params", "unwarp", med["unwarp"],
-             f"{rat[('unwarp', 'grid_sample (grid requires grad)')]:.2f} x grid_sample"),
-            (f"{cfg} grad x, params", "warp (exact inverse)", med["warp (exact inverse)"],
-             f"{rat[('warp (exact inverse)', 'unwarp')]:.2f} x unwarp"),
-        ]
     return rows
+
+
+def _warp_rows(
+    args: argparse.Namespace,
+    device: torch.device,
+    cfg: str,
+    floor: str,
+    floor_fn: Callable[[], torch.Tensor],
+    unwarp_fn: Callable[[], torch.Tensor],
+    warp_fn: Callable[[], torch.Tensor],
+) -> list[Row]:
+    """Time grid_sample (the floor), unwarp and warp forward + backward; rows with their ratios."""
+    cands = {
+        floor: _fwd_bwd(floor_fn),
+        "unwarp": _fwd_bwd(unwarp_fn),
+        "warp (exact inverse)": _fwd_bwd(warp_fn),
+    }
+    pairs = [("unwarp", floor), ("warp (exact inverse)", "unwarp")]
+    med, rat = compare(cands, pairs, rounds=args.rounds, min_run_time=args.min_run_time, device=device)
+    return [
+        (cfg, floor, med[floor], "1.00 (floor)"),
+        (cfg, "unwarp", med["unwarp"], f"{rat[('unwarp', floor)]:.2f} x grid_sample"),
+        (cfg, "warp (exact inverse)", med["warp (exact inverse)"],
+         f"{rat[('warp (exact inverse)', 'unwarp')]:.2f} x unwarp"),
+    ]
 
 
 def bench_maps(args: argparse.Namespace, device: torch.device) -> list[Row]:
