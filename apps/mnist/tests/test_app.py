@@ -98,6 +98,45 @@ def test_each_method_trains_from_aug_and_evaluates(aug_run, method):
     assert (Path(opts.out_dir) / "canonical_warps.png").is_file() == (method != "invl")
 
 
+def test_consistency_term_reaches_the_canonicalizer_and_needs_both_halves(aug_run, monkeypatch):
+    root, aug = aug_run
+    from lse_mnist.models import build_model
+    from lse_mnist.training import make_step_fn
+
+    opts = tiny(root, "decc", method="dec", init_from=aug.out_dir, consistency_weight=2.0)
+    model = build_model(opts)
+    x = torch.randint(0, 255, (3, 1, 32, 32), dtype=torch.uint8)
+    y = torch.tensor([1, 2, 3])
+    seen = []
+    forward = type(model).forward
+
+    def counting(self, z, **kw):
+        seen.append(z.shape[0])
+        return forward(self, z, **kw)
+
+    monkeypatch.setattr(type(model), "forward", counting)
+    torch.manual_seed(0)
+    loss, logs = make_step_fn(opts)(model, (x, y))
+    assert seen == [6] and {"ce", "inv"} <= logs.keys()  # clean and warped halves in one batch
+    assert float(loss.detach()) == pytest.approx(logs["ce"] + 2.0 * logs["inv"], rel=1e-5)
+    loss.backward()
+    grads = [p.grad for p in model.canonicalizer_parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    with pytest.raises(ValueError, match="consistency_weight"):
+        train(dataclasses.replace(opts, consistency_weight=-1.0))
+
+
+def test_validation_split_is_evaluated_into_its_own_file(aug_run):
+    _, aug = aug_run
+    val = evaluate_run(aug.out_dir, {"eval_split": "val"})
+    test = evaluate_run(aug.out_dir)
+    assert val["split"] == "val" and test["split"] == "test"
+    assert json.loads((Path(aug.out_dir) / "eval-val.json").read_text())["acc"] == val["acc"]
+    assert json.loads((Path(aug.out_dir) / "eval.json").read_text())["split"] == "test"
+    with pytest.raises(ValueError, match="eval_split"):
+        train(dataclasses.replace(aug, eval_split="train"))
+
+
 def test_resume_after_interruption_gives_the_same_weights(tmp_path):
     full = tiny(tmp_path, "full", epochs=2)
     train(full)

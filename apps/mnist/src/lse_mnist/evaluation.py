@@ -1,7 +1,8 @@
 """``lse-mnist evaluate``: the paper's metrics for trained runs, then Tables 2 and 3 and the plots.
 
 For each run folder (its ``config.yaml`` rebuilds the model, ``final.safetensors`` holds the weights, or
-the latest checkpoint when there is no final file), on the test scenes (digits of MNIST's test split):
+the latest checkpoint when there is no final file), on the test scenes (digits of MNIST's test split;
+``eval_split="val"`` evaluates the validation scenes instead, for choosing settings without the test set):
 
 - ``acc``: top-1 accuracy on the test scenes as drawn (digit factors ``U[scale_range]``);
 - ``inve_paper`` / ``inve_reference``: InvE (eq. 24) by `lsmetrics.invariance_error` on softmax
@@ -15,8 +16,8 @@ the latest checkpoint when there is no final file), on the test scenes (digits o
 - ``curve``: accuracy with all three digits at one factor, for each of ``curve_scales``.
 
 Every re-rendering is a function of ``(eval_seed, test index)``, so all runs see the same images. The
-numbers are stored in ``<run>/eval.json``; `aggregate` turns several runs into the tables (mean and
-sample std over seeds) and plots.
+numbers are stored in ``<run>/eval.json`` (``eval-val.json`` for the validation split); `aggregate`
+turns several runs into the tables (mean and sample std over seeds) and plots.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .generator import sample_factors
 from .models import DigitClassifier, build_model
 from .options import MnistOptions, canvas_of
 
-__all__ = ["EVAL_OPTIONS", "eval_settings", "evaluate_run", "evaluate_runs", "load_run"]
+__all__ = ["EVAL_OPTIONS", "eval_settings", "evaluate_run", "evaluate_runs", "load_run", "result_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ EVAL_OPTIONS = (
     "warp_examples",
     "num_workers",
     "test_size",
+    "val_size",
+    "eval_split",
 )
 """Options of a run that ``evaluate`` may override from its own command line or config."""
 
@@ -88,10 +91,16 @@ def load_run(
     return opts, model
 
 
+def result_file(opts: MnistOptions) -> str:
+    """``eval.json`` for the test split, ``eval-val.json`` for the validation split."""
+    return "eval.json" if opts.eval_split == "test" else f"eval-{opts.eval_split}.json"
+
+
 def eval_settings(opts: MnistOptions) -> dict[str, Any]:
     """What an ``eval.json`` depends on besides the weights: a stored result is reused only if these match."""
     return {
-        "test_size": opts.test_size,
+        "split": opts.eval_split,
+        "size": opts.val_size if opts.eval_split == "val" else opts.test_size,
         "eval_size": opts.eval_size,
         "data_seed": opts.data_seed,
         "canvas": list(canvas_of(opts)),
@@ -109,10 +118,12 @@ def evaluate_runs(
     """`evaluate_run` for each run, reusing an ``eval.json`` made with the same settings unless ``force``."""
     results = []
     for run in runs:
-        stored = Path(run) / "eval.json"
-        if stored.is_file() and not force:
+        config = Path(run) / "config.yaml"
+        if config.is_file() and not force:
+            opts = resolve_options(MnistOptions, config=config, cli=overrides or {})
+            stored = Path(run) / result_file(opts)
+        if config.is_file() and not force and stored.is_file():
             previous = json.loads(stored.read_text())
-            opts = resolve_options(MnistOptions, config=Path(run) / "config.yaml", cli=overrides or {})
             if previous.get("settings") == eval_settings(opts):
                 logger.info("%s: reusing its eval.json (same settings; --force re-evaluates)", run)
                 results.append(previous)
@@ -135,7 +146,7 @@ def evaluate_run(
     if opts.threads:
         torch.set_num_threads(opts.threads)
     model.to(device).eval()
-    test = prepare_split_from_options(opts, "test")
+    test = prepare_split_from_options(opts, opts.eval_split)
     ds = SceneDataset(test, canvas_of(opts))
     n = min(len(ds), opts.eval_size or len(ds))
     labels_all = torch.as_tensor(test.spec.labels[:n])
@@ -191,6 +202,7 @@ def evaluate_run(
         "backbone": opts.backbone,
         "seed": opts.seed,
         "canvas": list(canvas_of(opts)),
+        "split": opts.eval_split,
         "test_images": n,
         "acc": correct / n,
         "acc_rescaled": correct_rescaled / (n * k),
@@ -207,7 +219,7 @@ def evaluate_run(
         "settings": eval_settings(opts),
     }
     if write:
-        atomic_write_bytes(Path(run_dir) / "eval.json", json.dumps(result, indent=1).encode())
+        atomic_write_bytes(Path(run_dir) / result_file(opts), json.dumps(result, indent=1).encode())
         if model.adapted and opts.warp_examples > 0:
             from .plots import plot_canonicalizer_warps
 

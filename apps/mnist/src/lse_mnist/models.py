@@ -151,6 +151,8 @@ def canonicalizer_factory(
     scale_range: Sequence[float] = (0.5, 2.0),
     optim_steps: int = 5,
     optim_step_size: float = 0.1,
+    energy_width: int = 32,
+    energy_view_size: int | None = 64,
     dec_widths: Sequence[int] = (32, 64),
     dec_view_size: int | None = 64,
     dec_solver: str = "anderson",
@@ -160,13 +162,20 @@ def canonicalizer_factory(
 ):
     """``in_channels -> canonicalizer`` for ``latentcanon.adapt``, built from deqcanon's public classes."""
     group = deqcanon.MonotoneScaleGroup(grid=tuple(int(g) for g in grid))
+
+    def energy(c: int) -> nn.Module:
+        return deqcanon.EnergyNet(c, width=energy_width, view_size=energy_view_size)
+
     if method == "canon":
         return lambda c: deqcanon.DiscreteCanonicalizer(
-            group, in_channels=c, num_elements=num_elements, sample_kwargs={"scale_range": tuple(scale_range)}
+            group,
+            energy_net=energy(c),
+            num_elements=num_elements,
+            sample_kwargs={"scale_range": tuple(scale_range)},
         )
     if method == "optim":
         return lambda c: deqcanon.OptimCanonicalizer(
-            group, in_channels=c, steps=optim_steps, step_size=optim_step_size
+            group, energy_net=energy(c), steps=optim_steps, step_size=optim_step_size
         )
     if method == "dec":
         return lambda c: deqcanon.DEQCanonicalizer(
@@ -309,6 +318,8 @@ def build_model(opts: MnistOptions, *, for_training: bool = True) -> DigitClassi
             scale_range=opts.canon_scale_range,
             optim_steps=opts.optim_steps,
             optim_step_size=opts.optim_step_size,
+            energy_width=opts.energy_width,
+            energy_view_size=opts.energy_view_size,
             dec_widths=opts.dec_widths,
             dec_view_size=opts.dec_view_size,
             dec_solver=opts.dec_solver,

@@ -46,8 +46,9 @@ class MnistOptions:
     aug_p: float = 0.5
     aug_scale_range: tuple[float, float] = (0.5, 2.0)
     aug_grid: tuple[int, int] = (4, 4)
-    # invl (eq. 25)
+    # invl (eq. 25), and the same consistency term on top of any other method
     invl_weight: float = 1.0
+    consistency_weight: float = 0.0
     # canonicalizers (canon, optim, dec)
     canon_layers: list[str] = field(default_factory=lambda: ["input"])
     canon_mode: str = "invariant"
@@ -58,6 +59,8 @@ class MnistOptions:
     canon_scale_range: tuple[float, float] = (0.5, 2.0)
     optim_steps: int = 5
     optim_step_size: float = 0.1
+    energy_width: int = 32
+    energy_view_size: int = 64
     dec_widths: list[int] = field(default_factory=lambda: [32, 64])
     dec_view_size: int = 64
     dec_solver: str = "anderson"
@@ -86,6 +89,7 @@ class MnistOptions:
     # -- evaluation -------------------------------------------------------------------------------------
     eval_batch_size: int = 128
     eval_size: int | None = None
+    eval_split: str = "test"
     inv_rescalings: int = 8
     inv_scale_range: tuple[float, float] = (0.4, 2.0)
     buckets: list[float] = field(default_factory=lambda: [0.4, 1.0, 2.0, 3.0])
@@ -122,10 +126,14 @@ HELP = {
     "aug_p": "probability of warping each training image",
     "aug_scale_range": "local scale factors of the augmentation warps",
     "invl_weight": "weight of the invariance loss of eq. 25 (invl)",
+    "consistency_weight": "eq. 25's invariance loss on top of canon, optim or dec (0: off; the authors' "
+    "code trains its DEC with such a term)",
     "canon_layers": "where canonicalizers go: 'input' and/or block indices (dec)",
     "canon_mode": "invariant (eq. 22) or equivariant (eq. 21)",
     "canon_source": "what a DEC reads: input (the image) or feature",
     "canon_lr": "learning rate of the canonicalizers (the backbone uses --lr)",
+    "energy_width": "channels of the energy CNN of canon and optim",
+    "energy_view_size": "longer side of the view the energy of canon and optim sees",
     "dec_widths": "channels of the DEC's parameter network stages",
     "out_dir": "run folder (default <runs_root>/<backbone>/<method>-s<seed>)",
     "runs_root": "parent of the default run folders",
@@ -138,6 +146,7 @@ HELP = {
     "resume": "continue the run in out_dir from its latest checkpoint",
     "threads": "torch intra-op threads",
     "eval_size": "evaluate on the first N test scenes only",
+    "eval_split": "test (the reported numbers) or val (held-out training digits, for choosing settings)",
     "inv_rescalings": "random rescalings per test image for InvE",
     "inv_scale_range": "digit factors of the InvE rescalings",
     "buckets": "edges of the digit-scale buckets of Table 3",
@@ -167,6 +176,7 @@ def check_options(opts: MnistOptions) -> None:
         "scheduler": ("cosine", "plateau", "none"),
         "canon_mode": ("invariant", "equivariant"),
         "canon_source": ("input", "feature"),
+        "eval_split": ("test", "val"),
     }
     for name, valid in choices.items():
         if getattr(opts, name) not in valid:
@@ -174,3 +184,8 @@ def check_options(opts: MnistOptions) -> None:
     for name in ("train_size", "val_size", "test_size", "batch_size", "epochs"):
         if getattr(opts, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(opts, name)}")
+    if opts.consistency_weight < 0 or opts.invl_weight < 0:
+        raise ValueError(
+            f"invl_weight and consistency_weight must be >= 0, got {opts.invl_weight}, "
+            f"{opts.consistency_weight}"
+        )

@@ -7,7 +7,10 @@ The objective of each method (the batch is ``x`` in ``[0, 1]`` and labels ``y``)
 - ``invl``: eq. 25 on top of that: the clean batch and the batch warped by ``Phi ~ Omega``
   (`monowarp.sample_monotone_scale`, `monowarp.warp`) go through the model together; the loss is the mean
   cross-entropy of both halves plus ``invl_weight`` times `lsmetrics.invariance_error` (squared L2 between
-  their softmax probabilities, the paper variant).
+  their softmax probabilities, the paper variant);
+- ``canon``, ``optim``, ``dec`` with ``consistency_weight > 0``: the same objective with that weight, the
+  canonicalizer seeing both halves. The authors' code trains its DEC this way (a consistency loss on a
+  doubled batch, not described in the paper); ``invl`` is then the control without the canonicalizer.
 
 The backbone uses ``lr`` and the canonicalizers ``canon_lr`` (two AdamW parameter groups, as the paper's
 DEC fine-tuning does). The methods other than ``aug`` start from the ``aug`` run (``init_from``), as in
@@ -65,7 +68,8 @@ def make_step_fn(opts: MnistOptions):
         if opts.augment and opts.aug_p > 0
         else None
     )
-    invl = opts.method == "invl"
+    weight = opts.invl_weight if opts.method == "invl" else opts.consistency_weight
+    invl = opts.method == "invl" or (opts.method != "aug" and opts.consistency_weight > 0)
 
     def step(model: torch.nn.Module, batch):
         images, labels = batch
@@ -78,7 +82,7 @@ def make_step_fn(opts: MnistOptions):
             clean, warped = logits.float().chunk(2)
             ce = 0.5 * (F.cross_entropy(clean, labels) + F.cross_entropy(warped, labels))
             inv = lsmetrics.invariance_error(clean.softmax(1), warped.softmax(1), variant="paper")
-            loss = ce + opts.invl_weight * inv
+            loss = ce + weight * inv
             acc = (clean.argmax(1) == labels).float().mean()
             return loss, {"ce": float(ce.detach()), "inv": float(inv.detach()), "acc": float(acc)}
         if augmentation is not None:
