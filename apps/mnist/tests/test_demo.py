@@ -20,8 +20,6 @@ def test_demo_runs_every_stage_and_writes_tables_plots_and_docs(tmp_path, capsys
             "1",
             "--dec-epochs",
             "1",
-            "--budget-minutes",
-            "30",
             "--canvas",
             "32",
             "--backbone",

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The reduced CPU protocol (Tables 2 and 3): backbones x five methods x three seeds, each run evaluated as it
+# ends (results in <run>/eval.json as they come), then the tables over every run.
+# Usage: bash apps/mnist/configs/cpu/run_all.sh [BACKBONE[:pretrained|:scratch] ...]
+#   default: tf_efficientnet_lite0:pretrained (the ImageNet weights that ship in a package) and
+#   resnet18:scratch. SEEDS="0 1 2" and THREADS=2 in the environment change the seeds and torch threads.
+set -euo pipefail
+CFG="$(dirname "$0")"
+SEEDS="${SEEDS:-0 1 2}"
+THREADS="${THREADS:-2}"
+SPECS=("$@")
+[ ${#SPECS[@]} -gt 0 ] || SPECS=(tf_efficientnet_lite0:pretrained resnet18:scratch)
+lse-mnist data --fetch --config "$CFG/aug.yaml"
+for SPEC in "${SPECS[@]}"; do
+  B="${SPEC%%:*}"
+  INIT=--pretrained
+  [ "${SPEC#*:}" = scratch ] && INIT=--no-pretrained
+  for S in $SEEDS; do
+    for M in aug canon invl optim dec; do
+      RUN="runs/mnist-cpu/$B/$M-s$S"
+      FROM=()
+      [ "$M" = aug ] || FROM=(--init-from "runs/mnist-cpu/$B/aug-s$S")
+      [ -f "$RUN/final.safetensors" ] || lse-mnist train --config "$CFG/$M.yaml" --backbone "$B" "$INIT" \
+        --seed "$S" --threads "$THREADS" --no-progress --resume "${FROM[@]}"
+      lse-mnist evaluate --config "$CFG/evaluate.yaml" --threads "$THREADS" --no-progress --runs "$RUN" \
+        --results-dir "runs/mnist-cpu/results/$B-$M-s$S"
+    done
+  done
+done
+lse-mnist evaluate --config "$CFG/evaluate.yaml" --runs runs/mnist-cpu/*/*-s*
