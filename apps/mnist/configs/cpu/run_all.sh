@@ -3,11 +3,13 @@
 # ends (results in <run>/eval.json as they come), then the tables over every run.
 # Usage: bash apps/mnist/configs/cpu/run_all.sh [BACKBONE[:pretrained|:scratch] ...]
 #   default: tf_efficientnet_lite0:pretrained (the ImageNet weights that ship in a package) and
-#   resnet18:scratch. SEEDS="0 1 2" and THREADS=2 in the environment change the seeds and torch threads.
+#   resnet18:scratch. SEEDS="0 1 2" and THREADS=2 in the environment change the seeds and torch threads;
+#   AUG_ARGS="--epochs 6 --lr 3e-3" adds options to the aug runs (a backbone trained from scratch needs more).
 set -euo pipefail
 CFG="$(dirname "$0")"
 SEEDS="${SEEDS:-0 1 2}"
 THREADS="${THREADS:-2}"
+read -r -a AUG_EXTRA <<< "${AUG_ARGS:-}"
 SPECS=("$@")
 [ ${#SPECS[@]} -gt 0 ] || SPECS=(tf_efficientnet_lite0:pretrained resnet18:scratch)
 lse-mnist data --fetch --config "$CFG/aug.yaml"
@@ -18,7 +20,7 @@ for SPEC in "${SPECS[@]}"; do
   for S in $SEEDS; do
     for M in aug canon invl optim dec; do
       RUN="runs/mnist-cpu/$B/$M-s$S"
-      FROM=()
+      FROM=("${AUG_EXTRA[@]}")
       [ "$M" = aug ] || FROM=(--init-from "runs/mnist-cpu/$B/aug-s$S")
       [ -f "$RUN/final.safetensors" ] || lse-mnist train --config "$CFG/$M.yaml" --backbone "$B" "$INIT" \
         --seed "$S" --threads "$THREADS" --no-progress --resume "${FROM[@]}"
