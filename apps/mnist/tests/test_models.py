@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +96,11 @@ def test_digits_head_on_a_strip_with_a_dec(backbone):
     assert model.backbone.get_classifier().__class__.__name__ == "Identity" or not list(
         model.backbone.get_classifier().parameters()
     )
+
+
+def test_only_a_backbone_that_will_be_trained_from_scratch_is_logged_as_such(caplog):
+    with caplog.at_level(logging.INFO, logger="lse_mnist.models"):
+        create_backbone("test_resnet", canvas=32, pretrained=False, skeleton=True)
+        assert "random initialisation" not in caplog.text
+        create_backbone("test_resnet", canvas=32, pretrained=False)
+        assert "test_resnet from random initialisation" in caplog.text

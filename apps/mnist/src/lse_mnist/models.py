@@ -94,6 +94,7 @@ def create_backbone(
     weights: str | None = None,
     key_matching: str = "name",
     drop_path_rate: float = 0.0,
+    skeleton: bool = False,
 ) -> tuple[nn.Module, tuple[float, float]]:
     """A timm model with one input channel and a fresh head, and its grey ``(mean, std)``.
 
@@ -105,6 +106,7 @@ def create_backbone(
         key_matching: ``"name"`` or ``"order"`` for ``weights``.
         drop_path_rate: stochastic depth, for models that have it.
         num_classes: classes of the fresh head (0: no head, `forward_features` only).
+        skeleton: the architecture only, for weights loaded afterwards (logged as such).
 
     Raises:
         ValueError: an unknown timm model name.
@@ -135,7 +137,10 @@ def create_backbone(
         logger.info("backbone %s with timm's pretrained weights", name)
     else:
         model = _create(timm.create_model, canvas, model_name=name, pretrained=False, **kwargs)
-        logger.info("backbone %s from random initialisation", name)
+        if skeleton:
+            logger.debug("backbone %s built for weights loaded from a run", name)
+        else:
+            logger.info("backbone %s from random initialisation", name)
     model.reset_classifier(num_classes)  # a fresh head for 000-999, never ImageNet's
     cfg = model.pretrained_cfg or {}
     mean = float(sum(cfg.get("mean", (0.5,))) / len(cfg.get("mean", (0.5,))))
@@ -305,6 +310,7 @@ def build_model(opts: MnistOptions, *, for_training: bool = True) -> DigitClassi
         weights=opts.weights if for_training and opts.init_from is None else None,
         key_matching=opts.key_matching,
         drop_path_rate=opts.drop_path_rate,
+        skeleton=not for_training or opts.init_from is not None,
     )
     head = DigitsHead(backbone.num_features) if opts.head == "digits" else None
     model = DigitClassifier(backbone, mean, std, head)
