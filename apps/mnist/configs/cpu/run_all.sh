@@ -25,7 +25,7 @@ for SPEC in "${SPECS[@]}"; do
       [ -f "$RUN/final.safetensors" ] || lse-mnist train --config "$CFG/$M.yaml" --backbone "$B" "$INIT" \
         --seed "$S" --threads "$THREADS" --no-progress --resume "${FROM[@]}"
       lse-mnist evaluate --config "$CFG/evaluate.yaml" --threads "$THREADS" --no-progress --runs "$RUN" \
-        --results-dir "runs/mnist-cpu/results/$B-$M-s$S"
+        --results-dir "$RUN/results"
     done
   done
 done
