@@ -119,13 +119,12 @@ def evaluate_runs(
     results = []
     for run in runs:
         config = Path(run) / "config.yaml"
-        if config.is_file() and not force:
+        if not force and config.is_file():
             opts = resolve_options(MnistOptions, config=config, cli=overrides or {})
             stored = Path(run) / result_file(opts)
-        if config.is_file() and not force and stored.is_file():
-            previous = json.loads(stored.read_text())
+            previous = json.loads(stored.read_text()) if stored.is_file() else {}
             if previous.get("settings") == eval_settings(opts):
-                logger.info("%s: reusing its eval.json (same settings; --force re-evaluates)", run)
+                logger.info("%s: reusing its %s (same settings; --force re-evaluates)", run, stored.name)
                 results.append(previous)
                 continue
         results.append(evaluate_run(run, overrides))
