@@ -2,16 +2,17 @@
 # The reduced CPU protocol (Tables 2 and 3): backbones x five methods x three seeds, each run evaluated as it
 # ends (results in <run>/eval.json as they come), then the tables over every run.
 # Usage: bash apps/mnist/configs/cpu/run_all.sh [BACKBONE[:pretrained|:scratch] ...]
-#   default: tf_efficientnet_lite0:pretrained (the ImageNet weights that ship in a package) and
-#   resnet18:scratch. SEEDS="0 1 2" and THREADS=2 in the environment change the seeds and torch threads;
-#   AUG_ARGS="--epochs 6 --lr 3e-3" adds options to the aug runs (a backbone trained from scratch needs more).
+#   default: tf_efficientnet_lite0:pretrained (the ImageNet weights that ship in a package).
+#   SEEDS="0 1 2" and THREADS=2 in the environment change the seeds and torch threads; AUG_ARGS adds
+#   options to the aug runs: a backbone trained from scratch needs more, e.g.
+#   AUG_ARGS="--epochs 6 --lr 3e-3" bash apps/mnist/configs/cpu/run_all.sh resnet18:scratch
 set -euo pipefail
 CFG="$(dirname "$0")"
 SEEDS="${SEEDS:-0 1 2}"
 THREADS="${THREADS:-2}"
 read -r -a AUG_EXTRA <<< "${AUG_ARGS:-}"
 SPECS=("$@")
-[ ${#SPECS[@]} -gt 0 ] || SPECS=(tf_efficientnet_lite0:pretrained resnet18:scratch)
+[ ${#SPECS[@]} -gt 0 ] || SPECS=(tf_efficientnet_lite0:pretrained)
 lse-mnist data --fetch --config "$CFG/aug.yaml"
 for SPEC in "${SPECS[@]}"; do
   B="${SPEC%%:*}"
