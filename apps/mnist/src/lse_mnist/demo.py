@@ -89,15 +89,9 @@ def _stage(base: MnistOptions, demo: DemoOptions, method: str, **changes: Any) -
     return dataclasses.replace(base, method=method, out_dir=str(Path(demo.demo_dir) / method), **changes)
 
 
-def _prepare(opts: MnistOptions):
-    from .data import prepare_split_from_options
-
-    data = {split: prepare_split_from_options(opts, split) for split in ("train", "val", "test")}
-    return data
-
-
 def run_demo(config: str | None = None, cli: dict | None = None, demo_cli: dict | None = None) -> int:
     """Run the demo (see the module docstring); returns the exit status."""
+    from .data import prepare_split_from_options
     from .evaluation import EVAL_OPTIONS, evaluate_run
     from .tables import aggregate
     from .training import train
@@ -119,7 +113,8 @@ def run_demo(config: str | None = None, cli: dict | None = None, demo_cli: dict 
     logger.info(
         "demo: %s on %dx%d scenes, writing to %s", base.backbone, *canvas_of(base)[::-1], demo.demo_dir
     )
-    _prepare(base)
+    for split in ("train", "val", "test"):  # draw, render and cache the data once, before any run
+        prepare_split_from_options(base, split)
     aug = _stage(base, demo, "aug", epochs=demo.aug_epochs, lr=demo.aug_lr)
     dec = _stage(
         base,

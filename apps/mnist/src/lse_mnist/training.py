@@ -69,12 +69,12 @@ def make_step_fn(opts: MnistOptions):
         else None
     )
     weight = opts.invl_weight if opts.method == "invl" else opts.consistency_weight
-    invl = opts.method == "invl" or (opts.method != "aug" and opts.consistency_weight > 0)
+    paired = opts.method == "invl" or (opts.method != "aug" and opts.consistency_weight > 0)
 
     def step(model: torch.nn.Module, batch):
         images, labels = batch
         x = images.float() / 255.0
-        if invl:
+        if paired:  # clean and warped halves in one batch, eq. 25
             g = monowarp.sample_monotone_scale(
                 x.shape[0], tuple(opts.aug_grid), tuple(opts.aug_scale_range), device=x.device, dtype=x.dtype
             )
