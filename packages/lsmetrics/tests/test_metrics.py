@@ -120,6 +120,10 @@ def test_per_scale_accuracy_hand_computed():
     # the dict gives back the functional result, e.g. for the table cell of Tables 3 and 6
     result = per_scale_accuracy_from_counts(out["correct"], out["total"])
     assert result.format_overall() == "83.33 ± 16.67"
+    # a returned value is not the live state: later updates leave it as it was
+    metric.update(torch.tensor([0, 0]), torch.tensor([2, 2]))
+    assert out["correct"].tolist() == [2, 1, 0] and out["total"].tolist() == [3, 1, 0]
+    assert metric.compute()["total"].tolist() == [3, 1, 2]
 
 
 def test_per_scale_accuracy_forward_returns_batch_value():

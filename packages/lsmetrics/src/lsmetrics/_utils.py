@@ -78,6 +78,13 @@ def check_tensor(
     Raises:
         TypeError: If `value` is not a tensor or has the wrong dtype kind.
         ValueError: If no pattern matches, the tensor is empty or not finite, or on another device.
+
+    Example:
+        >>> dims = {}
+        >>> x = check_tensor(torch.zeros(2, 3), "x", [("B", "K")], dims=dims)
+        >>> y = check_tensor(torch.zeros(2, 5, 3), "y", [("B", "K"), ("B", "S", "K")], dims=dims)
+        >>> print(tuple(x.shape), y.ndim, dims)
+        (2, 3) 3 {'B': 2, 'K': 3, 'S': 5}
     """
     if dims is None:
         dims = {}

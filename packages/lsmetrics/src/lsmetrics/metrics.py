@@ -190,7 +190,7 @@ class PerScaleAccuracy(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Per-bucket accuracy, its mean and population std over the buckets, pooled accuracy, counts."""
-        result = per_scale_accuracy_from_counts(self.correct, self.total)
+        result = per_scale_accuracy_from_counts(self.correct.clone(), self.total.clone())  # not the states
         return {
             "accuracy": result.accuracy,
             "mean": result.mean,
