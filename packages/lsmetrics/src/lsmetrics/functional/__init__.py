@@ -9,7 +9,8 @@ r"""Local scale consistency metrics as pure tensor functions.
 - `lsmetrics.functional.segmentation`: the data-set mIoU from an accumulated confusion matrix (not a
   mean of per-batch or per-image scores).
 
-Every public name is re-exported here and at the top level of `lsmetrics`. Results with several parts
+The functions and result classes of the three modules are re-exported here and at the top level of
+`lsmetrics`. Results with several parts
 are small dataclasses (`PerScaleAccuracyResult`, `CorrectClassProbability`, `IoUResult`); the
 torchmetrics classes of `lsmetrics.metrics` return tensors or dicts of tensors instead.
 """
