@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from lsmetrics import EquivarianceError, InvarianceError, MeanIoU, PerScaleAccuracy
+from lsmetrics import DatasetMeanIoU, EquivarianceError, InvarianceError, PerScaleAccuracy
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(),
@@ -20,6 +20,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 N, NUM_SCALES, NUM_CLASSES = 9, 3, 4  # 9 samples: shards of 5 and 4
+
+# Forked ranks start in a fraction of a second with torch and torchmetrics already imported; spawned
+# ones import both again (15 s and more on a busy machine). Fork on Linux, spawn elsewhere.
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 def _data() -> dict:
@@ -41,58 +45,57 @@ def _data() -> dict:
     }
 
 
-def _single_process(data: dict) -> dict:
-    metrics = {
-        "inv_paper": InvarianceError(),
-        "inv_reference": InvarianceError(variant="reference"),
-        "equ_paper": EquivarianceError(),
-        "equ_reference": EquivarianceError(variant="reference"),
-    }
-    per_scale = PerScaleAccuracy(num_scales=NUM_SCALES)
-    miou = MeanIoU(num_classes=NUM_CLASSES, ignore_index=255)
-    for batch in torch.arange(N).split(3):
-        metrics["inv_paper"].update(data["reference"][batch], data["transformed"][batch])
-        metrics["inv_reference"].update(data["reference"][batch], data["transformed"][batch])
-        metrics["equ_paper"].update(data["expected"][batch], data["actual"][batch], data["valid"][batch])
-        metrics["equ_reference"].update(data["expected"][batch], data["actual"][batch], data["valid"][batch])
-        per_scale.update(data["correct"][batch], data["scale_ids"][batch])
-        miou.update(data["scores"][batch], data["target"][batch])
-    results = {name: metric.compute() for name, metric in metrics.items()}
-    result = per_scale.compute()
-    results.update(per_scale_accuracy=result.accuracy, per_scale_mean=result.mean, per_scale_std=result.std)
-    results.update(miou=miou.compute(), miou_per_class=miou.compute_per_class().iou)
-    return results
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def test_two_processes_reproduce_single_process(tmp_path: Path):
+@pytest.fixture
+def worker(monkeypatch):
+    """The worker module, importable by name here and in spawned processes (they inherit sys.path)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    import _lsmetrics_dist_worker
+
+    yield _lsmetrics_dist_worker
+    sys.modules.pop("_lsmetrics_dist_worker", None)
+
+
+def test_two_processes_reproduce_single_process(tmp_path: Path, worker):
     data = _data()
-    torch.save(data, tmp_path / "data.pt")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    if sys.platform.startswith("linux"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    worker = Path(__file__).with_name("_dist_worker.py")
-    proc = subprocess.run(
-        [sys.executable, str(worker), str(tmp_path / "data.pt"), str(tmp_path), str(_free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    expected = _single_process(data)
+    args = (2, data, str(tmp_path), _free_port())
+    context = mp.start_processes(worker.run, args=args, nprocs=2, join=False, start_method=START_METHOD)
+    deadline = time.monotonic() + 120.0
+    while not context.join(timeout=1.0):  # re-raises a rank's exception
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the two ranks did not finish within 120 s")
+    single = {
+        "inv_paper": InvarianceError(),
+        "inv_reference": InvarianceError(variant="reference"),
+        "equ_paper": EquivarianceError(),
+        "equ_reference": EquivarianceError(variant="reference"),
+        "per_scale": PerScaleAccuracy(num_scales=NUM_SCALES),
+        "miou": DatasetMeanIoU(num_classes=NUM_CLASSES, ignore_index=255),
+    }
+    for batch in torch.arange(N).split(3):  # other batches than the ranks': the value is the same
+        worker.update(single, data, batch)
+    expected = worker.values(single)
+    assert expected["per_scale_total"].sum().item() == N
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert set(got) == {*expected, "local_count"}
         for name, value in expected.items():
-            torch.testing.assert_close(got[name], value, equal_nan=True, msg=f"rank {rank}: {name}")
-        # states were unsynced after compute: each rank still holds its own shard (5 and 4 samples x 3)
-        assert got["local_count"].item() == (15 if rank == 0 else 12)
+            if value.dtype.is_floating_point:
+                torch.testing.assert_close(got[name], value, equal_nan=True, msg=f"rank {rank}: {name}")
+            else:  # counts add exactly
+                assert torch.equal(got[name], value), f"rank {rank}: {name}"
+        assert got["local_count"].item() == (15 if rank == 0 else 12)  # 5 and 4 samples x 3 transforms
     # the halves alone give other values, so the agreement is not trivial
     half = InvarianceError()
     half.update(data["reference"][:5], data["transformed"][:5])
     assert half.compute().item() != pytest.approx(expected["inv_paper"].item(), rel=1e-4)
+    half_acc = PerScaleAccuracy(num_scales=NUM_SCALES)
+    half_acc.update(data["correct"][:5], data["scale_ids"][:5])
+    assert not torch.equal(half_acc.compute()["total"], expected["per_scale_total"])

@@ -11,10 +11,10 @@ from torchmetrics.classification import MulticlassJaccardIndex
 from lsmetrics import (
     confusion_matrix,
     correct_class_probability,
+    dataset_mean_iou,
     equivariance_error,
     invariance_error,
     iou_from_confusion_matrix,
-    mean_iou,
     per_scale_accuracy,
     per_scale_accuracy_from_counts,
 )
@@ -357,12 +357,12 @@ class TestCorrectClassProbability:
 # ------------------------------------------------------------------------------------------------
 
 
-class TestMeanIoU:
+class TestDatasetMeanIoU:
     def test_hand_computed(self):
         target = torch.tensor([[[0, 0, 1], [1, 2, 2]]])
         preds = torch.tensor([[[0, 1, 1], [1, 2, 0]]])
         # class 0: tp 1, fp 1, fn 1 -> 1/3; class 1: tp 2, fp 1 -> 2/3; class 2: tp 1, fn 1 -> 1/2
-        result = mean_iou(preds, target, 3)
+        result = dataset_mean_iou(preds, target, 3)
         torch.testing.assert_close(result.iou, torch.tensor([1 / 3, 2 / 3, 1 / 2]))
         assert result.mean.item() == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
         assert result.support.tolist() == [2, 2, 2]
@@ -371,18 +371,20 @@ class TestMeanIoU:
     def test_scores_are_argmaxed(self):
         target = torch.tensor([[[0, 1]]])
         scores = torch.tensor([[[[2.0, 0.0]], [[1.0, 3.0]]]])  # (B=1, C=2, H=1, W=2): argmax 0, 1
-        assert mean_iou(scores, target, 2).mean.item() == 1.0
+        assert dataset_mean_iou(scores, target, 2).mean.item() == 1.0
 
     def test_absent_class_and_ignore_index(self):
         target = torch.tensor([[0, 0, 255, 1]])
         preds = torch.tensor([[0, 1, 3, 1]])
-        result = mean_iou(preds, target, 4, ignore_index=255)
+        result = dataset_mean_iou(preds, target, 4, ignore_index=255)
         # the 255 pixel is dropped, with its prediction 3; classes 2 and 3 never appear -> NaN, left out
         assert result.iou[:2].tolist() == pytest.approx([0.5, 0.5])
         assert math.isnan(result.iou[2].item()) and math.isnan(result.iou[3].item())
         assert result.mean.item() == pytest.approx(0.5)
         # an in-range ignore_index drops its pixels and its class
-        result = mean_iou(torch.tensor([[0, 1, 1, 2]]), torch.tensor([[0, 0, 1, 2]]), 3, ignore_index=0)
+        result = dataset_mean_iou(
+            torch.tensor([[0, 1, 1, 2]]), torch.tensor([[0, 0, 1, 2]]), 3, ignore_index=0
+        )
         assert math.isnan(result.iou[0].item())
         assert result.mean.item() == pytest.approx(1.0)
 
@@ -392,26 +394,44 @@ class TestMeanIoU:
         target = torch.randint(0, 5, (3, 6, 7), generator=gen)
         target[0, 0] = 255 if ignore_index == 255 else target[0, 0]
         preds = torch.randint(0, 4, (3, 6, 7), generator=gen)  # class 4 never predicted
-        ours = mean_iou(preds, target, 5, ignore_index=ignore_index)
+        ours = dataset_mean_iou(preds, target, 5, ignore_index=ignore_index)
         theirs = MulticlassJaccardIndex(5, average="macro", ignore_index=ignore_index)(preds, target)
         assert ours.mean.item() == pytest.approx(theirs.item(), rel=1e-6)
+
+    @pytest.mark.parametrize("ignore_index", [None, 1, -1])
+    def test_confusion_matrix_is_torchmetrics(self, ignore_index):
+        from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+        gen = torch.Generator().manual_seed(5)
+        target = torch.randint(0, 4, (2, 5, 3), generator=gen)
+        if ignore_index == -1:
+            target[0, :2] = -1
+        scores = torch.randn(2, 4, 5, 3, generator=gen)
+        ours = confusion_matrix(scores, target, 4, ignore_index=ignore_index)
+        theirs = multiclass_confusion_matrix(scores, target, 4, ignore_index=ignore_index)
+        assert ours.dtype == torch.int64
+        assert torch.equal(ours, theirs)
+        kept = target.numel() if ignore_index is None else int((target != ignore_index).sum())
+        assert int(ours.sum()) == kept
+        with pytest.raises(TypeError, match="ignore_index must be an int or None"):
+            confusion_matrix(scores, target, 4, ignore_index=1.0)
 
     def test_dataset_accumulation_differs_from_batch_average(self):
         # batch 1: one class, perfectly predicted; batch 2: a class-0 pixel predicted as class 1
         t1, p1 = torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long)
         t2, p2 = torch.tensor([[[0, 1], [1, 1]]]), torch.ones(1, 2, 2, dtype=torch.long)
-        per_batch = (mean_iou(p1, t1, 2).mean + mean_iou(p2, t2, 2).mean) / 2
+        per_batch = (dataset_mean_iou(p1, t1, 2).mean + dataset_mean_iou(p2, t2, 2).mean) / 2
         assert per_batch.item() == pytest.approx((1.0 + 0.375) / 2)
         confmat = confusion_matrix(p1, t1, 2) + confusion_matrix(p2, t2, 2)
         dataset = iou_from_confusion_matrix(confmat)
         assert dataset.iou.tolist() == pytest.approx([0.8, 0.75])
         assert dataset.mean.item() == pytest.approx(0.775)
         assert dataset.mean.item() != pytest.approx(per_batch.item())
-        whole = mean_iou(torch.cat([p1, p2]), torch.cat([t1, t2]), 2)
+        whole = dataset_mean_iou(torch.cat([p1, p2]), torch.cat([t1, t2]), 2)
         assert whole.mean.item() == pytest.approx(0.775)
 
     def test_table(self):
-        result = mean_iou(torch.tensor([[0, 1, 1]]), torch.tensor([[0, 1, 0]]), 3)
+        result = dataset_mean_iou(torch.tensor([[0, 1, 1]]), torch.tensor([[0, 1, 0]]), 3)
         table = result.table(["bg", "cup", "mug"])
         assert "| bg | 50.00 | 2 |" in table
         assert "| mug | n/a | 0 |" in table
@@ -462,4 +482,24 @@ class TestMeanIoU:
     )
     def test_bad_input(self, preds, target, error, match):
         with pytest.raises(error, match=match):
-            mean_iou(preds, target, 3)
+            dataset_mean_iou(preds, target, 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# The validation helper
+# ------------------------------------------------------------------------------------------------
+
+
+def test_check_tensor_returns_the_checked_tensor():
+    from lsmetrics._utils import check_tensor
+
+    dims: dict[str, int] = {}
+    x = torch.zeros(2, 3)
+    assert check_tensor(x, "x", [("B", "K")], dims=dims) is x
+    assert dims == {"B": 2, "K": 3}
+    y = check_tensor(torch.zeros(2, 4, 3), "y", [("B", "K"), ("B", "S", "K")], dims=dims)
+    assert y.shape == (2, 4, 3) and dims == {"B": 2, "K": 3, "S": 4}
+    with pytest.raises(ValueError, match=r"z must have shape \(B=2, K=3\), got \(2, 4\)"):
+        check_tensor(torch.zeros(2, 4), "z", [("B", "K")], dims=dims)
+    with pytest.raises(TypeError, match=r"z must be a torch\.Tensor, got list"):
+        check_tensor([1.0], "z", [("N",)])

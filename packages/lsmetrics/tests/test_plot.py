@@ -84,3 +84,24 @@ def test_bad_input(tmp_path):
         save_figure(fig, tmp_path / "noext")
     with pytest.raises(ValueError, match="format must be one of"):
         save_figure(fig, tmp_path / "x", formats=("jpg",))
+
+
+def test_metric_outputs_plot_like_results():
+    metric = PerScaleAccuracy(num_scales=3)
+    metric.update(torch.tensor([True, False, True, True]), torch.tensor([0, 0, 1, 2]))
+    first = metric.compute()
+    metric.update(torch.tensor([False, False]), torch.tensor([1, 2]))
+    second = metric.compute()
+    fig = plot_per_scale_accuracy({"one": first, "runs": [first, second]})
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0] == "one (83.33 ± 23.57)"  # 1/2, 1, 1
+    assert labels[1] == "runs (66.67 ± 11.79)"  # the mean curve over the runs: 1/2, 3/4, 3/4
+    # the same error bars as the functional result of the same counts
+    result = per_scale_accuracy_from_counts(first["correct"], first["total"])
+    fig_result = plot_per_scale_accuracy({"one": result})
+    bars = ax.containers[0].lines[2][0].get_segments()
+    bars_result = fig_result.axes[0].containers[0].lines[2][0].get_segments()
+    assert [s.tolist() for s in bars] == [s.tolist() for s in bars_result]
+    with pytest.raises(TypeError, match=r"results\['x'\] must be a sequence"):
+        plot_per_scale_accuracy({"x": [first, {"accuracy": torch.zeros(3)}]})

@@ -3,12 +3,13 @@ r"""Local scale equivariance and invariance metrics: EquE, InvE, per-scale accur
 - Functions (`lsmetrics.functional`): `invariance_error` (InvE, eq. 24),
   `equivariance_error` (EquE, eq. 23), each with ``variant="paper"`` (squared L2, as defined) or
   ``variant="reference"`` (what the authors' code computes); `per_scale_accuracy` (Tables 3 and 6);
-  `correct_class_probability` (Fig. 8); `mean_iou` and `confusion_matrix` (data-set mIoU).
+  `correct_class_probability` (Fig. 8); `dataset_mean_iou`, `confusion_matrix` and
+  `iou_from_confusion_matrix` (data-set mIoU). Results with several parts are dataclasses.
 - Model-level loops (`lsmetrics.measure`): `measure_invariance`, `measure_equivariance`,
   for any transform given as a callable (the package imports no group library).
 - torchmetrics classes (`lsmetrics.metrics`, imported on first use since torchmetrics is slow to
-  import): `InvarianceError`, `EquivarianceError`, `PerScaleAccuracy`,
-  `MeanIoU`, synchronised across processes.
+  import): `InvarianceError`, `EquivarianceError`, `PerScaleAccuracy`, `DatasetMeanIoU`, synchronised
+  across processes; `compute()` returns a tensor or a dict of tensors.
 - Plots (`lsmetrics.plot`, import it explicitly; needs matplotlib): per-scale accuracy and Fig. 8 style
   curves.
 """
@@ -21,42 +22,42 @@ from lsmetrics.functional import (
     PerScaleAccuracyResult,
     confusion_matrix,
     correct_class_probability,
+    dataset_mean_iou,
     equivariance_error,
     invariance_error,
     iou_from_confusion_matrix,
-    mean_iou,
     per_scale_accuracy,
     per_scale_accuracy_from_counts,
 )
 from lsmetrics.measure import measure_equivariance, measure_invariance
 
 if TYPE_CHECKING:  # imported on first use: torchmetrics takes seconds to import
-    from lsmetrics.metrics import EquivarianceError, InvarianceError, MeanIoU, PerScaleAccuracy
+    from lsmetrics.metrics import DatasetMeanIoU, EquivarianceError, InvarianceError, PerScaleAccuracy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CorrectClassProbability",
+    "DatasetMeanIoU",
     "EquivarianceError",
     "InvarianceError",
     "IoUResult",
-    "MeanIoU",
     "PerScaleAccuracy",
     "PerScaleAccuracyResult",
     "__version__",
     "confusion_matrix",
     "correct_class_probability",
+    "dataset_mean_iou",
     "equivariance_error",
     "invariance_error",
     "iou_from_confusion_matrix",
-    "mean_iou",
     "measure_equivariance",
     "measure_invariance",
     "per_scale_accuracy",
     "per_scale_accuracy_from_counts",
 ]
 
-_LAZY = {"EquivarianceError", "InvarianceError", "MeanIoU", "PerScaleAccuracy"}
+_LAZY = {"DatasetMeanIoU", "EquivarianceError", "InvarianceError", "PerScaleAccuracy"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,10 @@
 """Input validation shared by every module of `lsmetrics`.
 
 One helper, `check_tensor`, checks type, shape (against symbolic patterns such as
-``("B", "S", "K")`` whose letters are bound across arguments), dtype kind and finiteness, and raises a
-`TypeError` or `ValueError` that names the argument and the expected shape. `check_choice` checks
-string options against the valid ones.
+``("B", "S", "K")`` whose letters are bound across arguments), dtype kind and finiteness, raises a
+`TypeError` or `ValueError` that names the argument and the expected shape, and returns the checked
+tensor (``x = check_tensor(x, "x", [("B", "K")])``). `check_choice` checks string options against the
+valid ones and returns the option.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ def check_tensor(
     finite: bool = True,
     nonempty: bool = True,
     device: torch.device | None = None,
-) -> int:
-    """Validate a tensor argument and bind its symbolic dimensions.
+) -> torch.Tensor:
+    """Validate a tensor argument, bind its symbolic dimensions and return it.
+
+    Patterns of different lengths tell the accepted forms apart: after the call, ``value.ndim`` says
+    which one matched.
 
     Args:
         value: The argument to check.
@@ -69,11 +73,18 @@ def check_tensor(
         device: The device `value` must be on (that of an earlier argument), if given.
 
     Returns:
-        The index of the matching pattern in `shapes`.
+        `value` itself, now known to be a tensor of the expected kind and shape.
 
     Raises:
         TypeError: If `value` is not a tensor or has the wrong dtype kind.
         ValueError: If no pattern matches, the tensor is empty or not finite, or on another device.
+
+    Example:
+        >>> dims = {}
+        >>> x = check_tensor(torch.zeros(2, 3), "x", [("B", "K")], dims=dims)
+        >>> y = check_tensor(torch.zeros(2, 5, 3), "y", [("B", "K"), ("B", "S", "K")], dims=dims)
+        >>> print(tuple(x.shape), y.ndim, dims)
+        (2, 3) 3 {'B': 2, 'K': 3, 'S': 5}
     """
     if dims is None:
         dims = {}
@@ -98,15 +109,12 @@ def check_tensor(
             "any": "a real dtype",
         }[kind]
         raise TypeError(f"{name} must have {expected}, got {dtype}")
-    for index, pattern in enumerate(shapes):
-        bound = _matches(value.shape, pattern, dims)
-        if bound is not None:
-            dims.update(bound)
-            matched = index
-            break
-    else:
+    matches = (_matches(value.shape, pattern, dims) for pattern in shapes)
+    bound = next((b for b in matches if b is not None), None)
+    if bound is None:
         expected = " or ".join(_format_pattern(p, dims) for p in shapes)
         raise ValueError(f"{name} must have shape {expected}, got {tuple(value.shape)}")
+    dims.update(bound)
     if device is not None and value.device != device:
         raise ValueError(
             f"{name} must be on the same device as the other inputs ({device}), got {value.device}"
@@ -115,7 +123,7 @@ def check_tensor(
         raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
     if finite and dtype.is_floating_point and not bool(torch.isfinite(value).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
-    return matched
+    return value
 
 
 def check_choice(value: object, name: str, choices: Sequence[str]) -> str:

@@ -5,22 +5,26 @@ Every state is a sum (error sums and sample counts, per-bucket counts, the confu
 synchronisation, exactly the value of a single process that saw the whole data set. The means are taken
 over samples (InvE: image-transform pairs; EquE: images, or image-draw pairs), so the result does not
 depend on the batch size.
+
+As torchmetrics expects, `compute()` returns a tensor (`InvarianceError`, `EquivarianceError`,
+`DatasetMeanIoU`) or a dict of tensors (`PerScaleAccuracy`), so the classes work with Lightning's
+``self.log``/``log_dict``, `MetricCollection` and `MetricTracker`. The result dataclasses with their
+formatting helpers belong to the functions of `lsmetrics.functional`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassJaccardIndex
 
 from lsmetrics._utils import check_choice
 from lsmetrics.functional import (
     VARIANTS,
-    IoUResult,
-    PerScaleAccuracyResult,
     Variant,
+    confusion_matrix,
     equivariance_error,
     invariance_error,
     iou_from_confusion_matrix,
@@ -28,7 +32,7 @@ from lsmetrics.functional import (
     per_scale_accuracy_from_counts,
 )
 
-__all__ = ["EquivarianceError", "InvarianceError", "MeanIoU", "PerScaleAccuracy"]
+__all__ = ["DatasetMeanIoU", "EquivarianceError", "InvarianceError", "PerScaleAccuracy"]
 
 
 class InvarianceError(Metric):
@@ -126,21 +130,37 @@ class EquivarianceError(Metric):
 class PerScaleAccuracy(Metric):
     r"""Per-scale accuracy with mean $\pm$ population std over the buckets (Tables 3 and 6).
 
-    States: `(S,)` counts of correct predictions and of samples per bucket. `compute()` returns a
-    `lsmetrics.PerScaleAccuracyResult` (fractions, not percent).
+    States: `(S,)` counts of correct predictions and of samples per bucket (int64 sums, so counts from
+    several processes add exactly). `compute()` returns a dict of tensors, all accuracies as fractions
+    in [0, 1] (the tables show them $\times 100$):
+
+    - ``"accuracy"``: `(S,)` accuracy of each bucket, NaN for an empty bucket;
+    - ``"mean"``: `()` mean of the accuracies over the non-empty buckets ("Overall" in Tables 3 and 6);
+    - ``"std"``: `()` their population std (divisor: the number of non-empty buckets);
+    - ``"pooled"``: `()` accuracy over all samples;
+    - ``"correct"``, ``"total"``: `(S,)` int64 counts per bucket.
+
+    ``lsmetrics.per_scale_accuracy_from_counts(out["correct"], out["total"])`` turns the dict into a
+    `lsmetrics.PerScaleAccuracyResult` (e.g. for its ``format_overall()``).
 
     Args:
         num_scales: Number of scale buckets S.
         **kwargs: Passed to `torchmetrics.Metric`.
+
+    Raises:
+        TypeError: If `num_scales` is not an int.
+        ValueError: If `num_scales` is smaller than 1.
 
     Examples:
         >>> import torch
         >>> metric = PerScaleAccuracy(num_scales=2)
         >>> metric.update(torch.tensor([True, False]), torch.tensor([0, 0]))
         >>> metric.update(torch.tensor([True, True]), torch.tensor([1, 0]))
-        >>> result = metric.compute()
-        >>> print([round(a, 4) for a in result.accuracy.tolist()], result.format_overall())
-        [0.6667, 1.0] 83.33 ± 16.67
+        >>> out = metric.compute()
+        >>> print([round(a, 4) for a in out["accuracy"].tolist()], out["total"].tolist())
+        [0.6667, 1.0] [3, 1]
+        >>> print(round(out["mean"].item(), 4), round(out["std"].item(), 4), round(out["pooled"].item(), 4))
+        0.8333 0.1667 0.75
     """
 
     is_differentiable = False
@@ -154,8 +174,10 @@ class PerScaleAccuracy(Metric):
 
     def __init__(self, num_scales: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if isinstance(num_scales, bool) or not isinstance(num_scales, int) or num_scales < 1:
-            raise ValueError(f"num_scales must be a positive int, got {num_scales!r}")
+        if isinstance(num_scales, bool) or not isinstance(num_scales, int):
+            raise TypeError(f"num_scales must be an int, got {type(num_scales).__name__}")
+        if num_scales < 1:
+            raise ValueError(f"num_scales must be at least 1, got {num_scales}")
         self.num_scales = num_scales
         self.add_state("correct", torch.zeros(num_scales, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("total", torch.zeros(num_scales, dtype=torch.long), dist_reduce_fx="sum")
@@ -166,53 +188,112 @@ class PerScaleAccuracy(Metric):
         self.correct += batch.correct.to(self.correct.device)
         self.total += batch.total.to(self.total.device)
 
-    def compute(self) -> PerScaleAccuracyResult:
-        """Per-bucket accuracy, mean and population std over the buckets, pooled accuracy."""
-        return per_scale_accuracy_from_counts(self.correct, self.total)
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Per-bucket accuracy, its mean and population std over the buckets, pooled accuracy, counts."""
+        result = per_scale_accuracy_from_counts(self.correct.clone(), self.total.clone())  # not the states
+        return {
+            "accuracy": result.accuracy,
+            "mean": result.mean,
+            "std": result.std,
+            "pooled": result.pooled,
+            "correct": result.correct,
+            "total": result.total,
+        }
 
-    def plot(self, val: PerScaleAccuracyResult | None = None, ax: Any = None) -> Any:
-        """Plot the per-scale accuracy curve (needs matplotlib); returns `(figure, axes)`."""
+    def plot(
+        self, val: dict[str, torch.Tensor] | Sequence[dict[str, torch.Tensor]] | None = None, ax: Any = None
+    ) -> Any:
+        """Plot the per-scale accuracy curve (needs matplotlib); returns `(figure, axes)`.
+
+        Args:
+            val: A `compute()` output (error bars: binomial standard error per bucket), a sequence of them
+                (error bars: std over the outputs), or None for the current value.
+            ax: Axes to draw on; a new figure when omitted.
+        """
         from lsmetrics.plot import plot_per_scale_accuracy
 
-        result = val if val is not None else self.compute()
-        fig = plot_per_scale_accuracy({type(self).__name__: result}, ax=ax)
+        value = val if val is not None else self.compute()
+        fig = plot_per_scale_accuracy({type(self).__name__: value}, ax=ax)
         return fig, (fig.axes[0] if ax is None else ax)
 
 
-class MeanIoU(MulticlassJaccardIndex):
-    r"""Data-set mIoU from an accumulated confusion matrix, with a per-class table.
+class DatasetMeanIoU(Metric):
+    r"""The data-set mIoU: IoU per class from one confusion matrix summed over every pixel of the data set.
 
-    This is torchmetrics' `MulticlassJaccardIndex` with ``average="macro"``, which fits exactly:
-    it sums a `(C, C)` confusion matrix over all batches (and processes) and averages
-    $\mathrm{TP}_c / (\mathrm{TP}_c + \mathrm{FP}_c + \mathrm{FN}_c)$ over the classes present in targets or
-    predictions, leaving out `ignore_index` pixels (and that class when it is one). Note that
-    `torchmetrics.segmentation.MeanIoU` is a different quantity (a mean of per-image scores). Added here:
-    `compute_per_class`, the per-class IoU table of `lsmetrics.iou_from_confusion_matrix`.
+    $\mathrm{IoU}_c = \mathrm{TP}_c / (\mathrm{TP}_c + \mathrm{FP}_c + \mathrm{FN}_c)$, averaged over the
+    classes present in targets or predictions; pixels whose target is `ignore_index` are left out (and
+    that class too, when it is one). The value equals torchmetrics'
+    ``MulticlassJaccardIndex(average="macro")``. It is named for what it averages over, the data set, and
+    is not `torchmetrics.segmentation.MeanIoU`, which averages per-image scores and so depends on how the
+    pixels are split into images.
+
+    States: the `(C, C)` int64 confusion matrix (rows: target class, columns: predicted class).
+    `compute()` returns the mIoU, a `()` tensor; `compute_per_class()` the per-class details.
 
     Args:
         num_classes: Number of classes C.
         ignore_index: Target value whose pixels are left out (e.g. 255).
-        **kwargs: Passed to `MulticlassJaccardIndex` / `torchmetrics.Metric` (e.g. `validate_args`).
+        **kwargs: Passed to `torchmetrics.Metric` (e.g. `sync_on_compute`, `process_group`).
+
+    Raises:
+        TypeError: If `num_classes` or `ignore_index` is not an int.
+        ValueError: If `num_classes` is smaller than 1.
 
     Examples:
         >>> import torch
-        >>> metric = MeanIoU(num_classes=2)
+        >>> metric = DatasetMeanIoU(num_classes=2)
         >>> metric.update(torch.tensor([[[0, 0], [1, 1]]]), torch.tensor([[[0, 1], [1, 1]]]))
-        >>> print(round(metric.compute().item(), 4))
+        >>> print(round(metric.compute().item(), 4))  # (1/2 + 2/3) / 2
         0.5833
-        >>> print([round(v, 4) for v in metric.compute_per_class().iou.tolist()])
+        >>> print([round(v, 4) for v in metric.compute_per_class()["iou"].tolist()])
         [0.5, 0.6667]
     """
 
-    def __init__(self, num_classes: int, *, ignore_index: int | None = None, **kwargs: Any) -> None:
-        if "average" in kwargs:
-            raise TypeError(
-                "MeanIoU always uses average='macro'; use MulticlassJaccardIndex for other averages"
-            )
-        super().__init__(num_classes=num_classes, average="macro", ignore_index=ignore_index, **kwargs)
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    plot_lower_bound = 0.0
+    plot_upper_bound = 1.0
 
-    def compute_per_class(self) -> IoUResult:
-        """Per-class IoU (NaN for absent classes), mIoU, confusion matrix and support, synchronised."""
+    confmat: torch.Tensor
+
+    def __init__(self, num_classes: int, *, ignore_index: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+            raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+            raise TypeError(f"ignore_index must be an int or None, got {type(ignore_index).__name__}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        zeros = torch.zeros(num_classes, num_classes, dtype=torch.long)
+        self.add_state("confmat", zeros, dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch: `preds` `(B, H, W)` labels or `(B, C, H, W)` scores, `target` `(B, H, W)` labels."""
+        counts = confusion_matrix(preds, target, self.num_classes, ignore_index=self.ignore_index)
+        self.confmat += counts.to(self.confmat.device)
+
+    def compute(self) -> torch.Tensor:
+        """The mIoU over the classes present so far (NaN before any pixel was seen)."""
+        return iou_from_confusion_matrix(self.confmat, ignore_index=self.ignore_index).mean
+
+    def compute_per_class(self) -> dict[str, torch.Tensor]:
+        """Per-class results, synchronised across processes like `compute()`.
+
+        Returns:
+            ``"iou"``: `(C,)` IoU per class (NaN for a class absent from targets and predictions, and for
+            `ignore_index` when it is a class); ``"mean"``: `()` the mIoU; ``"support"``: `(C,)` target
+            pixels per class; ``"confusion_matrix"``: `(C, C)` counts. For a Markdown table, pass the
+            confusion matrix to `lsmetrics.iou_from_confusion_matrix` and call ``.table()``.
+        """
         with self.sync_context(dist_sync_fn=self.dist_sync_fn):
             confmat = self.confmat.clone()
-        return iou_from_confusion_matrix(confmat, ignore_index=self.ignore_index)
+        result = iou_from_confusion_matrix(confmat, ignore_index=self.ignore_index)
+        return {
+            "iou": result.iou,
+            "mean": result.mean,
+            "support": result.support,
+            "confusion_matrix": result.confusion_matrix,
+        }

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["plot_correct_class_probability", "plot_per_scale_accuracy", "save_figure"]
 
-AccuracyInput = PerScaleAccuracyResult | Sequence[PerScaleAccuracyResult] | torch.Tensor
+PerScaleOutput = PerScaleAccuracyResult | Mapping[str, torch.Tensor]
+AccuracyInput = PerScaleOutput | Sequence[PerScaleOutput] | torch.Tensor
 ProbabilityInput = CorrectClassProbability | torch.Tensor
 
 
@@ -41,7 +42,8 @@ def plot_per_scale_accuracy(
 
     Each method's value is one of:
 
-    - a `lsmetrics.PerScaleAccuracyResult`: error bars are the binomial standard error
+    - a `lsmetrics.PerScaleAccuracyResult` or the dict that `lsmetrics.PerScaleAccuracy.compute()`
+      returns (keys ``"accuracy"`` and ``"total"``): error bars are the binomial standard error
       $\sqrt{a_s (1 - a_s) / n_s}$ of each bucket;
     - a sequence of them (several runs) or an `(R, S)` tensor: the curve is the mean over runs and the
       error bars the population std over runs;
@@ -202,20 +204,39 @@ def _axes(ax: Axes | None) -> tuple[Figure, Axes]:
     return fig, fig.add_subplot()
 
 
-def _accuracy_curve(name: str, value: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _accuracy_and_total(value: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The `(S,)` accuracy and sample counts of one per-scale result, or None if `value` is none."""
     if isinstance(value, PerScaleAccuracyResult):
-        acc = value.accuracy.detach().double().cpu()
-        total = value.total.detach().double().cpu()
+        accuracy, total = value.accuracy, value.total
+    elif isinstance(value, Mapping) and isinstance(value.get("accuracy"), torch.Tensor):
+        accuracy, total = value["accuracy"], value.get("total")
+        if not isinstance(total, torch.Tensor):
+            return None
+    else:
+        return None
+    return accuracy.detach().double().cpu(), total.detach().double().cpu()
+
+
+def _accuracy_curve(name: str, value: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    single = _accuracy_and_total(value)
+    if single is not None:
+        acc, total = single
         err = (acc * (1 - acc) / total.clamp_min(1)).sqrt()
         return acc, err
     if isinstance(value, torch.Tensor):
         runs = value.detach().double().cpu()
-    elif isinstance(value, Sequence) and value and all(isinstance(v, PerScaleAccuracyResult) for v in value):
-        runs = torch.stack([v.accuracy.detach().double().cpu() for v in value])
+    elif isinstance(value, Sequence) and value:
+        parts = [_accuracy_and_total(v) for v in value]
+        if any(p is None for p in parts):
+            raise TypeError(
+                f"results[{name!r}] must be a sequence of PerScaleAccuracyResult objects or "
+                "PerScaleAccuracy outputs"
+            )
+        runs = torch.stack([p[0] for p in parts if p is not None])
     else:
         raise TypeError(
-            f"results[{name!r}] must be a PerScaleAccuracyResult, a sequence of them, "
-            "or an (S,) / (R, S) tensor"
+            f"results[{name!r}] must be a PerScaleAccuracyResult or a PerScaleAccuracy output, "
+            "a sequence of them, or an (S,) / (R, S) tensor"
         )
     if runs.ndim == 1:
         return runs, None
