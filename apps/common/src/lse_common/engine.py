@@ -30,12 +30,10 @@ hyper-parameters (lr, weight decay, ...) the optimizer was built with now, and r
 from the step count instead of restoring the scheduler. The data loader gets its own generator (seeded
 from the seed, the epoch and the rank), so starting a loader never draws from the global random state.
 
-Several machines: launch the same command on every node with torchrun (see `lse_common.distributed`)::
-
-    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:PORT <app> train ...
-
-Sharding, seeding and checkpoint writing follow the global rank; the result equals a single process with
-the same global batch.
+Several machines: the same command on every node (see `lse_common.distributed`), e.g.
+``torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:PORT <app> train ...``;
+sharding, seeding and checkpoint writing follow the global rank, so the result equals one process with the
+same global batch.
 """
 
 from __future__ import annotations
@@ -465,16 +463,9 @@ class Trainer:
 
     def _open_tensorboard(self) -> None:
         if self.tensorboard and self.dist.is_main and self._tb is None:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # a resume drops the events after its step
 
-            self._tb = SummaryWriter(
-                log_dir=str(self.out_dir / "tensorboard"), purge_step=self.global_step or None
-            )
-
-    def _close_tensorboard(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+            self._tb = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.global_step or None)
 
     def fit(
         self,
@@ -561,7 +552,9 @@ class Trainer:
                     break
         finally:
             self._unfreeze()
-            self._close_tensorboard()
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
         return {
             "global_step": self.global_step,
             "epoch": self.epoch,
