@@ -1,6 +1,8 @@
 """A tiny training run used by the engine tests (in-process and as a torchrun / subprocess script).
 
-Usage as a script: ``python tiny_run.py OUT_DIR EPOCHS [--kill-at STEP] [--resume]``.
+Usage as a script: ``python tiny_run.py OUT_DIR EPOCHS [--kill-at STEP] [--resume] [--deterministic]
+[--batch-size B] [--frozen-epochs K]``. ``--deterministic`` drops dropout and the random noise, so that
+two processes with half batches take the same steps as one process with the whole batch.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ def make_data(n: int = 48) -> TensorDataset:
     return TensorDataset(x, y)
 
 
-def make_model() -> nn.Module:
+def make_model(*, deterministic: bool = False, batch_norm: bool = False) -> nn.Module:
     with torch.random.fork_rng():  # the same initial weights without touching the global state
         torch.manual_seed(7)
-        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
+        first = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16)) if batch_norm else nn.Linear(6, 16)
+        middle = nn.Identity() if deterministic else nn.Dropout(0.3)
+        return nn.Sequential(first, nn.ReLU(), middle, nn.Linear(16, 2))
 
 
 def step_fn(model: nn.Module, batch):
@@ -36,6 +40,11 @@ def step_fn(model: nn.Module, batch):
     noise = torch.randn_like(x) * 0.1 + float(np.random.rand()) * 0.01  # noqa: NPY002
     loss = nn.functional.cross_entropy(model(x + noise), y)
     return loss, {"acc": float((model(x).argmax(1) == y).float().mean())}
+
+
+def deterministic_step_fn(model: nn.Module, batch):
+    x, y = batch
+    return nn.functional.cross_entropy(model(x), y)
 
 
 def eval_fn(model: nn.Module) -> dict[str, float]:
@@ -53,10 +62,13 @@ def run(
     raise_at=None,
     checkpoint_every: int | None = 2,
     batch_size: int = 8,
+    deterministic: bool = False,
+    frozen_epochs: int = 0,
+    **trainer_kwargs,
 ):
     info = init_distributed("cpu")
     seed_everything(0, rank=info.rank)
-    model = make_model()
+    model = make_model(deterministic=deterministic, batch_norm=frozen_epochs > 0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
 
@@ -66,11 +78,7 @@ def run(
         if raise_at is not None and step == raise_at:
             raise RuntimeError("simulated interruption")
 
-    trainer = Trainer(
-        model,
-        opt,
-        step_fn,
-        out_dir=out_dir,
+    kwargs = dict(
         dist=info,
         scheduler=sched,
         grad_clip=1.0,
@@ -79,16 +87,33 @@ def run(
         progress=False,
         on_step_end=on_step_end,
     )
+    if frozen_epochs:
+        kwargs.update(frozen_epochs=frozen_epochs, frozen_modules=lambda m: [m[0]])
+    kwargs.update(trainer_kwargs)
+    trainer = Trainer(
+        model, opt, deterministic_step_fn if deterministic else step_fn, out_dir=out_dir, **kwargs
+    )
     summary = trainer.fit(
         make_data(), epochs=epochs, batch_size=batch_size, seed=3, eval_fn=eval_fn, resume=resume
     )
     return trainer, summary, info
 
 
+def _arg(name: str, default: int | None) -> int | None:
+    return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+
+
 if __name__ == "__main__":
     out, epochs = sys.argv[1], int(sys.argv[2])
-    kill = int(sys.argv[sys.argv.index("--kill-at") + 1]) if "--kill-at" in sys.argv else None
-    trainer, summary, info = run(out, epochs, kill_at=kill, resume="--resume" in sys.argv)
+    trainer, summary, info = run(
+        out,
+        epochs,
+        kill_at=_arg("--kill-at", None),
+        resume="--resume" in sys.argv,
+        batch_size=_arg("--batch-size", 8),
+        deterministic="--deterministic" in sys.argv,
+        frozen_epochs=_arg("--frozen-epochs", 0),
+    )
     from safetensors.torch import save_model
 
     save_model(trainer.module, os.path.join(out, f"final-rank{info.rank}.safetensors"))

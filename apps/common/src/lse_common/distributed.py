@@ -1,9 +1,26 @@
-"""PyTorch's own distributed engine, as launched by ``torchrun``.
+"""PyTorch's own distributed engine, as launched by ``torchrun``, on one machine or several.
 
 ``torchrun --nproc_per_node N <app> train ...`` starts the processes and sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; `init_distributed` reads them and opens the process
 group (``nccl`` when the processes own CUDA devices, ``gloo`` on the CPU). Without those variables the run
 is a single process and nothing is initialised. No process is started or managed here.
+
+Past one machine, start the same command on every node; the nodes meet at one rendezvous endpoint::
+
+    # on each of the N nodes (HOST:PORT reachable from all of them, e.g. the first node)
+    torchrun --nnodes N --nproc-per-node GPUS --rdzv-backend c10d --rdzv-endpoint HOST:PORT \
+        --rdzv-id RUN <app> train ...
+    # or with a fixed node order: node K of N
+    torchrun --nnodes N --node-rank K --nproc-per-node GPUS --master-addr HOST --master-port PORT \
+        <app> train ...
+
+Everything that must differ between processes uses the *global* rank (``RANK``, `DistInfo.rank`): the
+shard of each batch (`lse_common.sampler.ResumableBatchSampler`), the per-process seeds
+(`lse_common.seeding.seed_everything`), who writes files (rank 0 of all nodes; the run folder must be on a
+file system that every node sees, or the other nodes only read what they were given). ``LOCAL_RANK``
+only chooses the CUDA device of a process on its node. A run on N nodes of P processes with per-process
+batch B equals one process with batch N*P*B (up to floating-point summation order, when the loss is a
+mean over the batch and nothing random differs between the processes).
 """
 
 from __future__ import annotations
@@ -53,7 +70,7 @@ def init_distributed(
 
     Args:
         device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available). Each process takes
-            ``cuda:LOCAL_RANK``.
+            ``cuda:LOCAL_RANK`` (its rank on its own node; the returned ``rank`` is the global one).
         backend: ``"gloo"`` or ``"nccl"``; ``None`` picks nccl for CUDA and gloo for the CPU.
         timeout_s: collective timeout.
 

@@ -6,27 +6,50 @@ process reads its own shard of each batch through `ResumableBatchSampler`; alone
 
 What the app provides is a *step function* ``step_fn(model, batch) -> loss`` (or ``(loss, metrics)``), run
 under autocast on CUDA (bfloat16 where supported, float16 with a gradient scaler otherwise); the engine does
-the rest: moving the batch, backward, gradient clipping, the optimizer and scheduler, a tqdm bar on rank 0,
-a CSV log (``metrics.csv``), evaluation at the end of every epoch, and checkpoints.
+the rest: moving the batch, backward, gradient clipping (global, or per named parameter group), the
+optimizer and scheduler, a tqdm bar on rank 0, a CSV log (``metrics.csv``, optionally mirrored to
+TensorBoard), evaluation at the end of every epoch, and checkpoints.
+
+Schedulers: a timm scheduler (`timm.scheduler.Scheduler`, recognised by its ``step_update``) is driven as
+timm's own training loop drives it: ``step_update(num_updates=global_step)`` after every optimisation step
+and ``step(epoch + 1, metric)`` at the end of every epoch. A torch scheduler is stepped every epoch or
+every step (``scheduler_interval``); ``ReduceLROnPlateau`` gets the monitored evaluation value.
+
+Frozen warm-up: for the first ``frozen_epochs`` epochs the modules returned by ``frozen_modules(model)``
+(e.g. the backbone, while a canonicalizer warms up) are in eval mode (batch-norm statistics stay, dropout
+is off) and their parameters do not require gradients, so the optimizer skips them (weight decay
+included). Under DDP the model is wrapped again whenever the set of trainable parameters changes.
 
 Exact resume: a checkpoint (see `lse_common.checkpoint`) stores the weights, optimizer, scheduler, gradient
 scaler, every process's Python/NumPy/torch random states, the epoch and the number of batches done in it.
 ``fit(..., resume=True)`` restores all of them and the sampler skips the batches already seen, so a run
 interrupted after any checkpoint and resumed ends with the same weights as an uninterrupted one (bitwise
-on the CPU with ``num_workers=0`` or a deterministic data set). The data loader gets its own generator, so
-starting a loader never draws from the global random state.
+on the CPU with ``num_workers=0`` or a deterministic data set), in the frozen phase or after it. With
+``override_hparams=True`` a resume keeps the weights, optimizer moments and counters but takes the
+hyper-parameters (lr, weight decay, ...) the optimizer was built with now, and re-derives the schedule
+from the step count instead of restoring the scheduler. The data loader gets its own generator (seeded
+from the seed, the epoch and the rank), so starting a loader never draws from the global random state.
+
+Several machines: the same command on every node (see `lse_common.distributed`), e.g.
+``torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:PORT <app> train ...``;
+sharding, seeding and checkpoint writing follow the global rank, so the result equals one process with the
+same global batch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+import uuid
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
@@ -61,6 +84,20 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def _is_timm_scheduler(scheduler: Any) -> bool:
+    return callable(getattr(scheduler, "step_update", None)) and callable(getattr(scheduler, "step", None))
+
+
+def _check_clip(name: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (value > 0 and math.isfinite(value))
+    ):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
 class Trainer:
     """Train a model with a step function; see the module docstring.
 
@@ -69,20 +106,35 @@ class Trainer:
         optimizer: built from ``model``'s parameters (param groups with their own learning rates welcome).
         step_fn: ``step_fn(model, batch) -> loss`` or ``(loss, {name: float})``; ``model`` is the DDP wrapper
             in a distributed run (call it, not ``.module``, so gradients are synchronised).
-        out_dir: receives ``metrics.csv`` and ``checkpoints/``.
+        out_dir: receives ``metrics.csv``, ``checkpoints/`` and (optionally) ``tensorboard/``.
         dist: from `lse_common.distributed.init_distributed`; ``None`` means one CPU process.
-        scheduler: a learning-rate scheduler, stepped every ``scheduler_interval`` (``"epoch"`` or
-            ``"step"``); `torch.optim.lr_scheduler.ReduceLROnPlateau` is stepped with the evaluation metric
-            named ``scheduler_monitor``.
+        scheduler: a timm scheduler (driven per update and per epoch, see the module docstring) or a torch
+            learning-rate scheduler, stepped every ``scheduler_interval`` (``"epoch"`` or ``"step"``);
+            `torch.optim.lr_scheduler.ReduceLROnPlateau` is stepped with the evaluation metric named
+            ``scheduler_monitor``, which a timm scheduler receives as ``step(epoch + 1, metric)``.
         amp: mixed precision; ``None`` turns it on for CUDA.
-        grad_clip: clip the global gradient norm to this value (``None``: no clipping).
+        grad_clip: clip the global gradient norm to this value; or ``{group name: max norm}`` to clip, for
+            each name, the parameters of the optimizer's param groups whose ``"name"`` is that name (all
+            such groups together), logged as ``grad_norm/<name>``; ``None``: no clipping.
         log_every: steps between training rows of the log (the loss averaged over processes).
         checkpoint_every: steps between mid-epoch checkpoints (``None``: only at the end of each epoch).
-        keep_checkpoints: how many checkpoints to keep.
+        keep_checkpoints: how many checkpoints of this run to keep.
         progress: show a progress bar on rank 0.
         find_unused_parameters: passed to DDP.
         on_step_end: called with the global step after each optimisation step (and any checkpoint it
             triggered), on every process.
+        frozen_epochs: epochs at the start during which ``frozen_modules`` are frozen (eval mode, no
+            gradients, no updates); the log's ``phase`` column reads ``"frozen"`` then ``"joint"``.
+        frozen_modules: ``frozen_modules(model) -> modules`` on the unwrapped model; required when
+            ``frozen_epochs > 0``.
+        tensorboard: also write the logged scalars to ``<out_dir>/tensorboard`` (rank 0; needs the
+            ``lse-common[tensorboard]`` extra).
+        override_hparams: on resume, keep the optimizer's current hyper-parameters instead of the stored
+            ones and re-derive the schedule from the step count (see the module docstring).
+
+    Raises:
+        ValueError: for a bad option (named in the message).
+        ImportError: if ``tensorboard`` is requested and TensorBoard is not installed.
     """
 
     def __init__(
@@ -97,13 +149,17 @@ class Trainer:
         scheduler_interval: str = "epoch",
         scheduler_monitor: str | None = None,
         amp: bool | None = None,
-        grad_clip: float | None = None,
+        grad_clip: float | Mapping[str, float] | None = None,
         log_every: int = 10,
         checkpoint_every: int | None = None,
         keep_checkpoints: int = 2,
         progress: bool = True,
         find_unused_parameters: bool = False,
         on_step_end: Callable[[int], None] | None = None,
+        frozen_epochs: int = 0,
+        frozen_modules: Callable[[torch.nn.Module], Sequence[torch.nn.Module]] | None = None,
+        tensorboard: bool = False,
+        override_hparams: bool = False,
     ) -> None:
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
@@ -111,19 +167,37 @@ class Trainer:
             raise ValueError(f"log_every must be >= 1, got {log_every}")
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every}")
-        if grad_clip is not None and not (grad_clip > 0 and math.isfinite(grad_clip)):
-            raise ValueError(f"grad_clip must be a positive finite number or None, got {grad_clip}")
+        if isinstance(grad_clip, Mapping):
+            names = {g.get("name") for g in optimizer.param_groups}
+            unknown = sorted(set(grad_clip) - names)
+            if unknown:
+                raise ValueError(
+                    f"grad_clip names param groups {unknown} that the optimizer lacks; its groups are named "
+                    f"{sorted(n for n in names if n is not None)}"
+                )
+            grad_clip = {k: _check_clip(f"grad_clip[{k!r}]", v) for k, v in grad_clip.items()}
+        elif grad_clip is not None:
+            grad_clip = _check_clip("grad_clip", grad_clip)
+        if isinstance(frozen_epochs, bool) or not isinstance(frozen_epochs, int) or frozen_epochs < 0:
+            raise ValueError(f"frozen_epochs must be an int >= 0, got {frozen_epochs!r}")
+        if frozen_epochs > 0 and frozen_modules is None:
+            raise ValueError("frozen_epochs > 0 needs frozen_modules, the modules to freeze")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+            except ImportError as err:
+                raise ImportError(
+                    "tensorboard=True needs TensorBoard: pip install 'lse-common[tensorboard]'"
+                ) from err
         self.dist = dist or DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
         self.device = self.dist.device
-        model = model.to(self.device)
-        if self.dist.distributed:
-            model = DistributedDataParallel(
-                model,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=find_unused_parameters,
-            )
-        self.model = model
+        self.find_unused_parameters = find_unused_parameters
+        self._ddp_signature: tuple[bool, ...] | None = None
+        self.model = self._wrap(model.to(self.device))
         self.optimizer = optimizer
+        self._initial_hparams = [
+            {k: copy.deepcopy(v) for k, v in g.items() if k != "params"} for g in optimizer.param_groups
+        ]
         self.step_fn = step_fn
         self.scheduler = scheduler
         self.scheduler_interval = scheduler_interval
@@ -140,6 +214,14 @@ class Trainer:
         self.keep_checkpoints = keep_checkpoints
         self.progress = progress
         self.on_step_end = on_step_end
+        self.frozen_epochs = frozen_epochs
+        self.frozen_modules = frozen_modules
+        self._frozen: list[tuple[torch.nn.Parameter, bool]] | None = None
+        self._frozen_mods: list[torch.nn.Module] = []
+        self.tensorboard = tensorboard
+        self._tb: Any = None
+        self.override_hparams = override_hparams
+        self.run_id = uuid.uuid4().hex
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         if self.dist.is_main:
@@ -149,17 +231,73 @@ class Trainer:
         self.batch_in_epoch = 0
         self.global_step = 0
 
-    # -- state ---------------------------------------------------------------------------------------
+    # -- model, phases -------------------------------------------------------------------------------
     @property
     def module(self) -> torch.nn.Module:
         """The trained model without its DDP wrapper."""
         return unwrap_model(self.model)
 
+    @property
+    def phase(self) -> str:
+        """``"frozen"`` during the first ``frozen_epochs`` epochs, ``"joint"`` afterwards."""
+        return "frozen" if self.epoch < self.frozen_epochs else "joint"
+
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Wrap ``module`` in DDP for its current set of trainable parameters (no-op alone)."""
+        if not self.dist.distributed:
+            return module
+        self._ddp_signature = tuple(p.requires_grad for p in module.parameters())
+        return DistributedDataParallel(
+            module,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=self.find_unused_parameters,
+        )
+
+    def _set_frozen(self, frozen: bool) -> None:
+        """Enter or leave the frozen phase; under DDP re-wrap when the trainable set changed (collective)."""
+        if frozen and self._frozen is None:
+            mods = list(self.frozen_modules(self.module))  # type: ignore[misc]
+            if not mods or not all(isinstance(m, torch.nn.Module) for m in mods):
+                raise ValueError(f"frozen_modules must return a non-empty list of modules, got {mods!r}")
+            seen: dict[int, torch.nn.Parameter] = {}
+            for m in mods:
+                for p in m.parameters():
+                    seen.setdefault(id(p), p)
+            self._frozen = [(p, p.requires_grad) for p in seen.values()]
+            self._frozen_mods = mods
+            for p in seen.values():
+                p.requires_grad_(False)
+        elif not frozen:
+            self._unfreeze()
+        if self.dist.distributed and tuple(p.requires_grad for p in self.module.parameters()) != (
+            self._ddp_signature
+        ):
+            module = self.module
+            self.model = module  # drop the old wrapper (and its gradient hooks) before wrapping again
+            self.model = self._wrap(module)
+
+    def _unfreeze(self) -> None:
+        """Give the frozen parameters back their ``requires_grad`` and their modules the model's mode."""
+        if self._frozen is None:
+            return
+        for p, flag in self._frozen:
+            p.requires_grad_(flag)
+        for m in self._frozen_mods:
+            m.train(self.module.training)
+        self._frozen, self._frozen_mods = None, []
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        for m in self._frozen_mods:
+            m.eval()
+
+    # -- state ---------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Everything but the weights, for a checkpoint (collective: call on every process)."""
         rng = all_gather_objects(get_rng_state())
         return {
             "format": 1,
+            "run_id": self.run_id,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "global_step": self.global_step,
@@ -181,19 +319,27 @@ class Trainer:
         return path
 
     def load(self, path: str | Path | None = None) -> bool:
-        """Restore the latest checkpoint of ``out_dir`` (or ``path``); False when there is none."""
+        """Restore the newest intact checkpoint of ``out_dir`` (or ``path``); False when there is none."""
         target = Path(path) if path is not None else find_latest(self.ckpt_dir)
         if target is None:
             return False
+        self._unfreeze()  # the stored optimizer state refers to every parameter
         state = load_checkpoint(target, self.module, map_location="cpu")
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        self.run_id = str(state.get("run_id") or self.run_id)
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.global_step = int(state["global_step"])
+        if self.override_hparams:
+            for group, hparams in zip(self.optimizer.param_groups, self._initial_hparams, strict=True):
+                params = group["params"]
+                group.clear()
+                group.update(copy.deepcopy(hparams), params=params)
+            self._rederive_schedule()
+        elif self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         rngs = state.get("rng") or []
         if len(rngs) == self.dist.world_size:
             set_rng_state(rngs[self.dist.rank])
@@ -206,8 +352,32 @@ class Trainer:
             )
         self.log.truncate(self.global_step)
         if self.dist.is_main:
-            logger.info("resumed from %s (epoch %d, step %d)", target, self.epoch, self.global_step)
+            logger.info(
+                "resuming from %s at step %d (epoch %d, batch %d)%s",
+                target,
+                self.global_step,
+                self.epoch + 1,
+                self.batch_in_epoch,
+                " with the new hyper-parameters" if self.override_hparams else "",
+            )
         return True
+
+    def _rederive_schedule(self) -> None:
+        """After ``override_hparams``: bring a fresh scheduler to the current epoch and step."""
+        sched = self.scheduler
+        if sched is None:
+            return
+        if _is_timm_scheduler(sched):
+            sched.step(self.epoch)  # each one acts only on the unit the scheduler counts in
+            sched.step_update(num_updates=self.global_step)
+        elif isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            logger.info("ReduceLROnPlateau starts afresh after a resume with new hyper-parameters")
+        else:
+            n = self.epoch if self.scheduler_interval == "epoch" else self.global_step
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(n):
+                    sched.step()
 
     # -- loop ----------------------------------------------------------------------------------------
     def _autocast(self):
@@ -215,8 +385,19 @@ class Trainer:
             return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
+    def _clip(self) -> dict[str, float]:
+        if not isinstance(self.grad_clip, Mapping):
+            norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
+            return {"grad_norm": float(norm)}
+        out = {}
+        for name, max_norm in self.grad_clip.items():
+            params = [p for g in self.optimizer.param_groups if g.get("name") == name for p in g["params"]]
+            out[f"grad_norm/{name}"] = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return out
+
     def _train_step(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         batch = move_to_device(batch, self.device)
+        lrs = self._lrs()  # the learning rates this step uses
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             out = self.step_fn(self.model, batch)
@@ -224,18 +405,67 @@ class Trainer:
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             raise TypeError("step_fn must return a scalar loss tensor (optionally with a metrics dict)")
         self.scaler.scale(loss).backward()
+        metrics = {**lrs, **metrics}
         if self.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
-            metrics = {**metrics, "grad_norm": float(norm)}
+            metrics.update(self._clip())
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.scheduler is not None and self.scheduler_interval == "step":
-            self.scheduler.step()
-        return loss.detach(), dict(metrics)
+        self.global_step += 1
+        if self.scheduler is not None:
+            if _is_timm_scheduler(self.scheduler):
+                self.scheduler.step_update(num_updates=self.global_step)
+            elif self.scheduler_interval == "step":
+                self.scheduler.step()
+        return loss.detach(), metrics
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
+
+    def _lrs(self) -> dict[str, float]:
+        out = {"lr": self._lr()}
+        for g in self.optimizer.param_groups:
+            if g.get("name") is not None:
+                out.setdefault(f"lr/{g['name']}", float(g["lr"]))
+        return out
+
+    def _step_scheduler_epoch(self, last_eval: Mapping[str, float]) -> None:
+        sched = self.scheduler
+        if sched is None:
+            return
+        timm = _is_timm_scheduler(sched)
+        plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        metric = None
+        if (plateau or (timm and self.scheduler_monitor is not None)) and (
+            self.scheduler_monitor is None or self.scheduler_monitor not in last_eval
+        ):
+            raise ValueError(
+                f"the scheduler needs scheduler_monitor naming one of eval_fn's outputs "
+                f"({sorted(last_eval)}), "
+                f"got {self.scheduler_monitor!r}"
+            )
+        if self.scheduler_monitor is not None and self.scheduler_monitor in last_eval:
+            metric = last_eval[self.scheduler_monitor]
+        if timm:
+            sched.step(self.epoch + 1, metric)
+        elif plateau:
+            sched.step(metric)
+        elif self.scheduler_interval == "epoch":
+            sched.step()
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.log.log(row)
+        if self._tb is not None:
+            split = row.get("split", "train")
+            for k, v in row.items():
+                if k != "step" and isinstance(v, int | float) and not isinstance(v, bool):
+                    self._tb.add_scalar(f"{split}/{k}", v, global_step=row["step"])
+
+    def _open_tensorboard(self) -> None:
+        if self.tensorboard and self.dist.is_main and self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter  # a resume drops the events after its step
+
+            self._tb = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.global_step or None)
 
     def fit(
         self,
@@ -261,17 +491,22 @@ class Trainer:
             collate_fn: passed to the data loader.
             eval_fn: ``eval_fn(model) -> {name: value}``, called on every process at the end of each epoch
                 with the unwrapped model in eval mode; rank 0's values are logged and drive the scheduler.
-            resume: ``True`` to continue from the latest checkpoint in ``out_dir`` (when there is one), or a
-                checkpoint path.
-            max_steps: stop (after a checkpoint) once this many steps are done in all.
+            resume: ``True`` to continue from the newest intact checkpoint in ``out_dir`` (when there is
+                one), or a checkpoint path; the step it resumes from is logged.
+            max_steps: stop (after a checkpoint) once this many steps are done in all (>= 1).
 
         Returns:
             ``{"global_step", "epoch", "last_eval", "stopped_early"}``.
+
+        Raises:
+            ValueError: if ``epochs`` or ``max_steps`` is smaller than 1.
         """
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
-        if resume:
-            self.load(None if resume is True else resume)
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+        if resume and not self.load(None if resume is True else resume) and self.dist.is_main:
+            logger.info("no checkpoint in %s: starting from step 0", self.ckpt_dir)
         sampler = ResumableBatchSampler(
             len(train_set),  # type: ignore[arg-type]
             batch_size,
@@ -292,41 +527,73 @@ class Trainer:
             persistent_workers=False,
         )
         last_eval: dict[str, float] = {}
-        stopped = False
-        t0 = time.perf_counter()
-        while self.epoch < epochs and not stopped:
-            sampler.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
-            loader_gen.manual_seed(seed * 1_000_003 + self.epoch)
-            self.model.train()
-            n_batches = len(sampler)
-            bar = tqdm(
-                total=n_batches,
-                initial=self.batch_in_epoch,
-                desc=f"epoch {self.epoch + 1}/{epochs}",
-                disable=not (self.progress and self.dist.is_main),
-                dynamic_ncols=True,
-                leave=False,
-            )
-            running: list[torch.Tensor] = []
+        stopped = max_steps is not None and self.global_step >= max_steps and self.epoch < epochs
+        self._open_tensorboard()
+        try:
+            t0 = time.perf_counter()
+            while self.epoch < epochs and not stopped:
+                self._set_frozen(self.epoch < self.frozen_epochs)
+                sampler.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
+                seeds = np.random.SeedSequence([seed, self.epoch, self.dist.rank]).generate_state(2)
+                loader_gen.manual_seed(int(seeds[0]) << 32 | int(seeds[1]))
+                self._train_mode()
+                stopped = self._run_epoch(loader, len(sampler), epochs, max_steps, t0)
+                if stopped:
+                    break
+                # end of epoch: evaluate, step the scheduler, checkpoint
+                if eval_fn is not None:
+                    last_eval = self._evaluate(eval_fn, epochs)
+                self._step_scheduler_epoch(last_eval)
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                self.save()
+                if max_steps is not None and self.global_step >= max_steps:
+                    stopped = self.epoch < epochs
+                    break
+        finally:
+            self._unfreeze()
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
+        return {
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "last_eval": last_eval,
+            "stopped_early": stopped,
+        }
+
+    def _run_epoch(
+        self, loader: DataLoader, n_batches: int, epochs: int, max_steps: int | None, t0: float
+    ) -> bool:
+        """The batches of one epoch; True when ``max_steps`` stopped it early."""
+        bar = tqdm(
+            total=n_batches,
+            initial=self.batch_in_epoch,
+            desc=f"epoch {self.epoch + 1}/{epochs}",
+            disable=not (self.progress and self.dist.is_main),
+            dynamic_ncols=True,
+            leave=False,
+        )
+        running: list[torch.Tensor] = []
+        try:
             for batch in loader:
                 loss, metrics = self._train_step(batch)
-                self.global_step += 1
                 self.batch_in_epoch += 1
                 running.append(loss)
                 bar.update(1)
                 if self.global_step % self.log_every == 0 or self.batch_in_epoch == n_batches:
                     mean_loss = float(reduce_mean(torch.stack(running).mean()))
                     running = []
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{self._lr():.2e}")
-                    self.log.log(
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{metrics['lr']:.2e}")
+                    self._log(
                         {
                             "step": self.global_step,
                             "epoch": self.epoch,
                             "split": "train",
+                            "phase": self.phase,
                             "loss": mean_loss,
-                            "lr": self._lr(),
-                            "time_s": round(time.perf_counter() - t0, 3),
                             **metrics,
+                            "time_s": round(time.perf_counter() - t0, 3),
                         }
                     )
                 end_of_epoch = self.batch_in_epoch == n_batches
@@ -338,49 +605,32 @@ class Trainer:
                 if self.on_step_end is not None:
                     self.on_step_end(self.global_step)
                 if reached_max and not end_of_epoch:
-                    stopped = True
-                    break
+                    return True
+        finally:
             bar.close()
-            if stopped:
-                break
-            # end of epoch: evaluate, step the scheduler, checkpoint
-            if eval_fn is not None:
-                self.model.eval()
-                with torch.no_grad():
-                    last_eval = {k: float(v) for k, v in eval_fn(self.module).items()}
-                last_eval = broadcast_object(last_eval)
-                self.model.train()
-                self.log.log(
-                    {
-                        "step": self.global_step,
-                        "epoch": self.epoch,
-                        "split": "val",
-                        "lr": self._lr(),
-                        **last_eval,
-                    }
-                )
-                if self.dist.is_main:
-                    shown = ", ".join(f"{k}={v:.4g}" for k, v in last_eval.items())
-                    tqdm.write(f"epoch {self.epoch + 1}/{epochs}: {shown}")
-            if self.scheduler is not None and self.scheduler_interval == "epoch":
-                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    if self.scheduler_monitor is None or self.scheduler_monitor not in last_eval:
-                        raise ValueError(
-                            "ReduceLROnPlateau needs scheduler_monitor naming one of eval_fn's outputs "
-                            f"({sorted(last_eval)}), got {self.scheduler_monitor!r}"
-                        )
-                    self.scheduler.step(last_eval[self.scheduler_monitor])
-                else:
-                    self.scheduler.step()
-            self.epoch += 1
-            self.batch_in_epoch = 0
-            self.save()
-            if max_steps is not None and self.global_step >= max_steps:
-                stopped = self.epoch < epochs
-                break
-        return {
-            "global_step": self.global_step,
-            "epoch": self.epoch,
-            "last_eval": last_eval,
-            "stopped_early": stopped,
-        }
+        return False
+
+    def _evaluate(
+        self, eval_fn: Callable[[torch.nn.Module], Mapping[str, float]], epochs: int
+    ) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad():
+            last_eval = {k: float(v) for k, v in eval_fn(self.module).items()}
+        last_eval = broadcast_object(last_eval)
+        self._train_mode()
+        self._log(
+            {
+                "step": self.global_step,
+                "epoch": self.epoch,
+                "split": "val",
+                "phase": self.phase,
+                "lr": self._lr(),
+                **last_eval,
+            }
+        )
+        if self._tb is not None:
+            self._tb.flush()
+        if self.dist.is_main:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in last_eval.items())
+            tqdm.write(f"epoch {self.epoch + 1}/{epochs}: {shown}")
+        return last_eval
