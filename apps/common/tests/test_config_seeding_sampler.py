@@ -1,9 +1,7 @@
-"""Options (dataclass <-> argparse <-> YAML), seeding and the resumable sampler."""
+"""Seeding and the resumable sampler."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import random
 
 import numpy as np
@@ -12,75 +10,11 @@ import torch
 
 from lse_common import (
     ResumableBatchSampler,
-    add_dataclass_options,
     get_rng_state,
     index_uniform,
-    load_yaml,
-    resolve_options,
-    save_options,
     seed_everything,
     set_rng_state,
 )
-
-
-@dataclasses.dataclass
-class Opts:
-    lr: float = 1e-3
-    epochs: int = 2
-    name: str = "run"
-    amp: bool = False
-    scale_range: tuple[float, float] = (0.4, 2.0)
-    backbones: list[str] = dataclasses.field(default_factory=lambda: ["resnet18"])
-    limit: int | None = None
-    extra: dict = dataclasses.field(default_factory=dict)
-
-
-def _parse(argv):
-    p = argparse.ArgumentParser()
-    p.add_argument("--config")
-    add_dataclass_options(p, Opts)
-    return p.parse_args(argv)
-
-
-def test_defaults_then_yaml_then_cli(tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("lr: 0.1\nepochs: 5\nscale-range: [0.5, 3.0]\nbackbones: [vit_tiny, resnet18]\n")
-    ns = _parse(["--config", str(cfg), "--epochs", "7", "--amp", "--limit", "none", "--extra", "{a: 1}"])
-    opts = resolve_options(Opts, config=ns.config, cli=ns, ignore=("config",))
-    assert opts == Opts(
-        lr=0.1,
-        epochs=7,
-        amp=True,
-        scale_range=(0.5, 3.0),
-        backbones=["vit_tiny", "resnet18"],
-        limit=None,
-        extra={"a": 1},
-    )
-
-
-def test_save_options_replays(tmp_path):
-    opts = Opts(lr=0.5, scale_range=(1.0, 2.0))
-    path = save_options(opts, tmp_path / "run" / "config.yaml")
-    assert load_yaml(path)["scale_range"] == [1.0, 2.0]
-    assert resolve_options(Opts, config=path) == opts
-
-
-def test_unknown_and_badly_typed_options():
-    with pytest.raises(ValueError, match=r"unknown option 'lrr'.*valid options: amp, backbones"):
-        resolve_options(Opts, config={"lrr": 1})
-    with pytest.raises(ValueError, match="'epochs' must be an integer"):
-        resolve_options(Opts, config={"epochs": 1.5})
-    with pytest.raises(ValueError, match="needs 2 values"):
-        resolve_options(Opts, config={"scale_range": [1, 2, 3]})
-    with pytest.raises(ValueError, match="may not be null"):
-        resolve_options(Opts, config={"lr": None})
-
-
-def test_cli_flags_are_optional_and_typed():
-    ns = _parse(["--no-amp", "--scale-range", "0.4", "3"])
-    assert vars(ns) == {"config": None, "amp": False, "scale_range": [0.4, 3.0]}
-    with pytest.raises(SystemExit):
-        _parse(["--epochs", "x"])
 
 
 def test_rng_state_round_trip():

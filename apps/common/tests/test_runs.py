@@ -59,8 +59,8 @@ def test_retraining_in_a_used_folder_is_refused_or_starts_clean(tmp_path):
         RunFolder(tmp_path).open({**CONFIG, "lr": 0.1})
     assert (
         str(tmp_path) in str(info.value)
-        and "--resume" in str(info.value)
-        and "--overwrite" in str(info.value)
+        and "train.resume" in str(info.value)
+        and "train.overwrite" in str(info.value)
     )
     assert "config.yaml" in str(info.value) and "checkpoints/" in str(info.value)
     assert _snapshot(tmp_path) == before  # nothing changed

@@ -1,20 +1,34 @@
-"""What the apps share: training engine (DDP), checkpoints with exact resume, configs, seeding.
+"""The experiment toolkit every app shares: an app is its data, its model head and its tables; the rest is here.
 
-- `lse_common.engine.Trainer`: the training loop on DistributedDataParallel (torchrun), mixed precision on
-  CUDA, progress bars, a CSV log, atomic checkpoints, exact resume.
-- `lse_common.checkpoint`: atomic writes, safetensors weights plus a small state file.
-- `lse_common.config`: options dataclasses <-> argparse <-> YAML.
-- `lse_common.distributed`: process-group set-up from torchrun's environment, small collectives.
-- `lse_common.seeding`: seeding, random-state capture, per-index generators.
+- `lse_common.options`: option groups (train, aug, canon, eval, runtime) as typed dataclasses;
+  `lse_common.cli.App`: the subcommand scaffold on jsonargparse (``--config``, ``--print_config``, one-line
+  errors, rank-aware logging).
+- `lse_common.training.run_training`: the train skeleton (distributed set-up, seeding, run folder, rank-0
+  data preparation, timm's optimizer and scheduler factories, warm-up phase, final weights);
+  `lse_common.objectives`: the augmented and the paired (eq. 25) training steps.
+- `lse_common.engine.Trainer`: the training loop on DistributedDataParallel (torchrun, one or several
+  machines), mixed precision on CUDA, progress bars, CSV (and TensorBoard) logs, exact resume.
+- `lse_common.runs.RunFolder`: a run folder owned by its run (lock, checked resume, no lost work);
+  `lse_common.checkpoint`: atomic writes, safetensors weights plus a small state file.
+- `lse_common.evaluation`: sharding over processes, results reused only for the same weights;
+  `lse_common.reports`: mean +- std over seeds, paired differences, Markdown/JSON tables;
+  `lse_common.cache`: chunked on-disk arrays that are never half written.
+- `lse_common.distributed`, `lse_common.seeding`, `lse_common.sampler`: process groups, seeding,
+  resumable sharded sampling.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-
-from .checkpoint import atomic_path, atomic_write_bytes, find_latest, load_checkpoint, save_checkpoint
-from .config import add_dataclass_options, load_yaml, options_to_dict, resolve_options, save_options
+from .checkpoint import (
+    atomic_path,
+    atomic_write_bytes,
+    check_checkpoint,
+    find_latest,
+    list_checkpoints,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from .distributed import (
     DistInfo,
     all_gather_objects,
@@ -25,37 +39,42 @@ from .distributed import (
     is_main_process,
     reduce_mean,
 )
+from .cli import App, Command, setup_logging
 from .engine import Trainer, move_to_device, unwrap_model
 from .metrics_log import CSVLogger, read_csv_log
+from .runs import RunFolder, RunFolderError, config_differences
 from .sampler import ResumableBatchSampler
 from .seeding import get_rng_state, index_uniform, seed_everything, set_rng_state
 
 __all__ = [
+    "App",
     "CSVLogger",
+    "Command",
     "DistInfo",
     "ResumableBatchSampler",
+    "RunFolder",
+    "RunFolderError",
     "Trainer",
-    "add_dataclass_options",
     "all_gather_objects",
     "atomic_path",
     "atomic_write_bytes",
     "barrier",
     "broadcast_object",
+    "check_checkpoint",
     "cleanup_distributed",
+    "config_differences",
     "find_latest",
     "get_rng_state",
     "index_uniform",
     "init_distributed",
     "is_main_process",
+    "list_checkpoints",
     "load_checkpoint",
-    "load_yaml",
     "move_to_device",
-    "options_to_dict",
     "read_csv_log",
     "reduce_mean",
-    "resolve_options",
+    "remove_stale_temporaries",
     "save_checkpoint",
-    "save_options",
     "seed_everything",
     "set_rng_state",
     "setup_logging",
@@ -65,12 +84,3 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def setup_logging(level: int = logging.INFO, *, main_process: bool = True) -> None:
-    """Log INFO messages of the apps to stderr on the main process (warnings only elsewhere)."""
-    logging.basicConfig(
-        level=level if main_process else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )

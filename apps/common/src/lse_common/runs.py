@@ -249,7 +249,7 @@ class RunFolder:
             if held and not overwrite:
                 raise ValueError(
                     f"run folder {self.path} already holds a run ({', '.join(held)}); "
-                    "pass --resume to continue it or --overwrite to start clean"
+                    "pass --train.resume true to continue it or --train.overwrite true to start clean"
                 )
             if held or overwrite:
                 self._remove_run_files()
@@ -263,7 +263,7 @@ class RunFolder:
                 if diff and not allow_config_change:
                     raise ValueError(
                         f"run folder {self.path} was started with another configuration ({'; '.join(diff)}); "
-                        "resume with the stored one or pass --allow-config-change"
+                        "resume with the stored one or pass --train.allow_config_change true"
                     )
                 if diff:
                     logger.warning(
@@ -277,7 +277,7 @@ class RunFolder:
             if latest is None and list_checkpoints(self.checkpoints):
                 raise ValueError(
                     f"run folder {self.path} has checkpoints but none is intact (see the warning above); "
-                    "remove them or pass --overwrite to start clean"
+                    "remove them or pass --train.overwrite true to start clean"
                 )
             if latest is None:
                 logger.info("run folder %s has no checkpoint: starting from step 0", self.path)

@@ -1,0 +1,214 @@
+"""The command-line scaffold of the apps: subcommands, typed option groups, ``--config``, one-line errors.
+
+An app declares its subcommands, each with the option groups it accepts (dataclasses, see
+`lse_common.options`) and the function that runs it::
+
+    app = App("lse-mnist", "Locally scaled MNIST.")
+    app.command("train", train_main, help="train one run",
+                groups={"data": MnistData, "train": TrainOptions, "runtime": RuntimeOptions})
+    sys.exit(app.main())
+
+Built on jsonargparse (what LightningCLI uses): a subcommand accepts only its own options, on the command
+line (``--train.lr 3e-4``) or in the YAML file of ``--config`` (flags after it override it), and rejects an
+unknown key or a badly typed value with a message naming it; ``--print_config`` prints the resolved
+configuration as YAML, which ``--config`` replays. ``-v`` turns on debug logging (and tracebacks); under
+torchrun only rank 0 logs below warnings. An error while a command runs ends it with one line,
+``<prog> <command>: error: <message>``, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+__all__ = ["App", "Command", "setup_logging"]
+
+logger = logging.getLogger(__name__)
+
+
+def setup_logging(level: int = logging.INFO, *, main_process: bool | None = None) -> None:
+    """Log the apps' messages to stderr; processes other than rank 0 log warnings and errors only.
+
+    Args:
+        level: the level of the main process.
+        main_process: whether this is rank 0 (default: read from torchrun's ``RANK``).
+    """
+    if main_process is None:
+        main_process = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(
+        level=level if main_process else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help, option groups, extra arguments and the function that runs it.
+
+    Args:
+        name: the subcommand's name.
+        run: ``run(cfg) -> exit status``; ``cfg`` holds an instance of each group's dataclass under the
+            group's name, and the extra arguments.
+        help: one line for ``--help``.
+        groups: group name -> options dataclass.
+        arguments: adds extra (non-group) arguments to the subcommand's parser.
+        defaults: group name -> {field: value}, defaults that replace the dataclass's for this command
+            (the demo presets its small settings this way).
+    """
+
+    name: str
+    run: Callable[[Namespace], int]
+    help: str = ""
+    groups: Mapping[str, type] = field(default_factory=dict)
+    arguments: Callable[[ArgumentParser], None] | None = None
+    defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+class App:
+    """A command-line app made of `Command`s (see the module docstring)."""
+
+    def __init__(self, prog: str, description: str = "") -> None:
+        self.prog = prog
+        self.description = description
+        self.commands: dict[str, Command] = {}
+
+    def command(self, name: str, run: Callable[[Namespace], int], **kwargs: Any) -> Command:
+        """Declare a subcommand (keyword arguments as in `Command`)."""
+        if name in self.commands:
+            raise ValueError(f"command {name!r} is declared twice")
+        cmd = Command(name, run, **kwargs)
+        self.commands[name] = cmd
+        return cmd
+
+    def command_parser(self, name: str) -> ArgumentParser:
+        """The parser of one subcommand alone (e.g. to read a run's ``config.yaml`` back)."""
+        if name not in self.commands:
+            raise ValueError(f"{self.prog} has no command {name!r}; commands: {', '.join(self.commands)}")
+        cmd = self.commands[name]
+        parser = ArgumentParser(prog=f"{self.prog} {name}", description=cmd.help, exit_on_error=False)
+        parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of options (flags after it win)")
+        parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+        for group, cls in cmd.groups.items():
+            parser.add_class_arguments(cls, group, fail_untyped=True, sub_configs=True)
+        if cmd.arguments is not None:
+            cmd.arguments(parser)
+        for group, values in cmd.defaults.items():
+            parser.set_defaults({f"{group}.{k}": v for k, v in values.items()})
+        return parser
+
+    def parser(self) -> ArgumentParser:
+        """The whole app's parser."""
+        parser = ArgumentParser(prog=self.prog, description=self.description, exit_on_error=False)
+        parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+        sub = parser.add_subcommands(required=True, dest="command")
+        for name, cmd in self.commands.items():
+            sub.add_subcommand(name, self.command_parser(name), help=cmd.help)
+        return parser
+
+    def load(self, name: str, path: str | os.PathLike, **overrides: Any) -> Namespace:
+        """Read a YAML file of command ``name``'s options (e.g. a run's ``config.yaml``) and build the groups.
+
+        Args:
+            name: the subcommand whose options the file holds.
+            path: the YAML file.
+            overrides: ``"group.field"``-style keys (written with ``__`` for the dot) and values set on top.
+
+        Raises:
+            FileNotFoundError: if there is no such file.
+            ValueError: for an unknown key or a bad value, naming the file.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        parser = self.command_parser(name)
+        try:
+            cfg = parser.parse_path(str(p), defaults=True)
+            for key, value in overrides.items():
+                cfg[key.replace("__", ".")] = value
+            return parser.instantiate(cfg)
+        except Exception as err:  # jsonargparse's own error types
+            raise ValueError(f"{p}: {_first_line(err)}") from err
+
+    def dump(self, name: str, cfg: Namespace) -> str:
+        """The YAML of command ``name``'s options in ``cfg`` (groups built or not), as ``--config`` reads it."""
+        parser = self.command_parser(name)
+        plain = Namespace({k: v for k, v in vars(_strip(cfg)).items() if k not in ("config", "verbose")})
+        return parser.dump(plain, skip_none=False, skip_validation=True)
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, and return its exit status."""
+        parser = self.parser()
+        args = list(sys.argv[1:] if argv is None else argv)
+        verbose = "-v" in args or "--verbose" in args
+        try:
+            _check_config_files(args)
+            cfg = parser.parse_args(args)
+        except SystemExit as exit_:  # --help, --print_config
+            return int(exit_.code or 0)
+        except Exception as err:
+            print(f"{self.prog}: error: {_first_line(err)}", file=sys.stderr)
+            return 2
+        name = cfg.command
+        setup_logging(logging.DEBUG if verbose else logging.INFO)
+        try:
+            built = parser.instantiate(cfg)[name]
+            return int(self.commands[name].run(built) or 0)
+        except KeyboardInterrupt:
+            print(f"{self.prog} {name}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as err:
+            if verbose:
+                raise
+            print(f"{self.prog} {name}: error: {_first_line(err)}", file=sys.stderr)
+            return 2
+
+
+def _check_config_files(args: Sequence[str]) -> None:
+    """Name the file and line of a ``--config`` that is missing or not valid YAML."""
+    import yaml
+
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--config=") else None
+        if arg == "--config" and i + 1 < len(args):
+            value = args[i + 1]
+        if value is None:
+            continue
+        path = Path(value)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise ValueError(f"config file {path} is not valid YAML{where}: {getattr(err, 'problem', err)}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
+    return text or type(err).__name__
+
+
+def _strip(cfg: Namespace) -> Namespace:
+    """``cfg`` with dataclass instances turned back into namespaces (for dumping)."""
+    import dataclasses
+
+    out = Namespace()
+    for key, value in vars(cfg).items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out[key] = Namespace(dataclasses.asdict(value))
+        elif isinstance(value, Namespace):
+            out[key] = _strip(value)
+        else:
+            out[key] = value
+    return out
