@@ -226,6 +226,49 @@ class LatentCanonicalizedModel(nn.Module):
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, source={self.source!r}, layers={list(self.layers)}"
 
+    # ---- the backbone's timm interface ---------------------------------------------------------------------
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """The backbone's `pretrained_cfg` (preprocessing: `input_size`, `mean`, `std`, ...), so that
+        `timm.data.resolve_data_config(model=adapted)` resolves what it resolves for the backbone."""
+        return getattr(self.backbone, "pretrained_cfg", None) or {}
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg: dict[str, Any]) -> None:
+        self.backbone.pretrained_cfg = cfg
+
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        """timm's older name of `pretrained_cfg`."""
+        return self.pretrained_cfg
+
+    @default_cfg.setter
+    def default_cfg(self, cfg: dict[str, Any]) -> None:
+        self.pretrained_cfg = cfg
+
+    @property
+    def num_classes(self) -> int:
+        """The backbone's number of classes (0: no classifier)."""
+        return int(self._backbone_attr("num_classes"))
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the backbone's final features (what `forward_head` reads)."""
+        return int(self._backbone_attr("num_features"))
+
+    def get_classifier(self) -> nn.Module:
+        """The backbone's classifier module."""
+        return self._backbone_attr("get_classifier")()
+
+    def reset_classifier(self, num_classes: int, *args: Any, **kwargs: Any) -> None:
+        """The backbone's `reset_classifier(num_classes, ...)`: a fresh head; canonicalizers are kept."""
+        self._backbone_attr("reset_classifier")(num_classes, *args, **kwargs)
+
+    def _backbone_attr(self, name: str) -> Any:
+        if not hasattr(self.backbone, name):
+            raise AttributeError(f"the backbone {type(self.backbone).__name__} has no {name!r}")
+        return getattr(self.backbone, name)
+
     # ---- forward -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *, return_results: bool = False) -> Any:
         """The backbone's `forward` with the adapted layers.
