@@ -104,6 +104,10 @@ def test_probe_accepts_a_transposed_grid_only_when_it_follows_the_image():
     with pytest.raises(UnsupportedLayoutError, match="does not follow"):
         probe_layers(Toy(True), ["blocks.0"], (3, 24, 24), check_outputs=True)
     assert probe_layers(Toy(True), ["blocks.0"], (3, 24, 24), check_spatial=False) == {"blocks.0": 4}
+    with torch.no_grad(), pytest.raises(UnsupportedLayoutError, match="does not follow"):
+        probe_layers(Toy(True), ["blocks.0"], (3, 24, 24))  # the spatial pass turns gradients on itself
+    with torch.inference_mode():
+        assert probe_layers(Toy(True), ["blocks.0"], (3, 24, 24)) == {"blocks.0": 4}  # no gradients: skipped
 
 
 def test_check_layout_must_be_a_bool(canon_factory):

@@ -73,7 +73,8 @@ def probe_layers(
         names: module names of the chosen layers.
         input_size: `(C, H, W)` of the probe image.
         check_outputs: also check each layer's output (the equivariant form warps it back by $S$).
-        check_spatial: run the spatial pass (see the module docstring).
+        check_spatial: run the spatial pass (see the module docstring); it needs gradients, so it is
+            skipped under `torch.inference_mode()` (it runs under `torch.no_grad()`).
 
     Returns:
         `{name: channels}`.
@@ -108,7 +109,7 @@ def probe_layers(
 
     with _Probe(model, names, on_input, on_output) as probe, torch.no_grad():
         probe.run(torch.zeros(1, *input_size, **probe.kwargs))
-    if check_spatial:
+    if check_spatial and not torch.is_inference_mode_enabled():  # no gradients under inference_mode
         _check_spatial(model, names, input_size, layout, check_outputs)
     return channels
 
