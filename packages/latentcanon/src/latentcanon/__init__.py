@@ -36,7 +36,17 @@ from .model import (
     adapt,
     default_canonicalizer,
 )
-from .pretrained import KEY_MATCHING, load_pretrained, match_state_dict_in_order
+from .pretrained import (
+    KEY_MATCHING,
+    PackagedWeights,
+    create_model,
+    load_pretrained,
+    match_state_dict_in_order,
+    packaged_weights,
+    packaged_weights_names,
+    register_packaged_weights,
+)
+from .probe import UnsupportedLayoutError, probe_layers
 
 __all__ = [
     "INPUT",
@@ -49,12 +59,19 @@ __all__ = [
     "LatentCanonicalizedModel",
     "Layout",
     "ModelLayout",
+    "PackagedWeights",
+    "UnsupportedLayoutError",
     "adapt",
+    "create_model",
     "default_canonicalizer",
     "find_layers",
     "from_nchw",
     "load_pretrained",
     "match_state_dict_in_order",
+    "packaged_weights",
+    "packaged_weights_names",
+    "probe_layers",
+    "register_packaged_weights",
     "resolve_layers",
     "to_nchw",
     "unwarp_feature",

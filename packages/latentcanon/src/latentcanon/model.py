@@ -33,6 +33,7 @@ from torch.utils.hooks import RemovableHandle
 from ._utils import check_choice, check_tensor, key_of
 from .layers import INPUT, find_layers, resolve_layers
 from .layouts import ModelLayout, from_nchw, to_nchw, warp_feature
+from .probe import default_input_size, probe_layers
 
 __all__ = [
     "MODES",
@@ -84,6 +85,7 @@ def adapt(
     source: Literal["input", "feature"] = "input",
     canonicalizer: CanonicalizerFactory | None = None,
     input_size: tuple[int, int, int] | None = None,
+    check_layout: bool = True,
 ) -> LatentCanonicalizedModel:
     """Insert a canonicalizer before each chosen layer of a timm backbone (eqs. 21-22).
 
@@ -91,6 +93,10 @@ def adapt(
     `blocks`/`stages`/`layers`), and the feature layout of each (`(B, C, H, W)`, Swin's `(B, H, W, C)` or
     tokens `(B, P + H*W, C)`) by one forward pass of a zero image of size `input_size` in eval mode under
     `no_grad` (stopped after the last chosen layer), which also gives the channels each canonicalizer reads.
+    A second probe pass checks that each feature, laid on its grid, follows the image (`probe_layers`):
+    families whose layout cannot be warped (tokens not in raster order, undeclared channels-last features,
+    layers that do not take one feature tensor) are refused here, naming the model and the layer, instead of
+    failing inside the forward pass or warping a permuted feature.
     The model is not copied: hooks are installed on it until `remove()` is called or a `with` block is left.
 
     Args:
@@ -103,6 +109,8 @@ def adapt(
         canonicalizer: factory `in_channels -> canonicalizer module`; default `default_canonicalizer` (DEC).
         input_size: `(C, H, W)` of the probe image; default: the model's patch embedding size, else its
             `pretrained_cfg["input_size"]`, else `(3, 224, 224)`.
+        check_layout: run the spatial probe pass that refuses layouts it cannot warp (see `probe_layers`);
+            False skips it (the structural checks always run).
 
     Returns:
         The wrapper; call it like the model.
@@ -110,7 +118,9 @@ def adapt(
     Raises:
         TypeError: an unsupported model (the message names what is supported), a bad `layers` type, a
             factory that is not callable or builds something without `group.act`/`group.act_inverse`.
-        ValueError: bad `mode`/`source`, `layers` out of range, or a layer whose feature has no known layout.
+        ValueError: bad `mode`/`source` or `layers` out of range.
+        UnsupportedLayoutError: (a `ValueError`) a chosen layer whose feature adapt() cannot warp consistently
+            with the image; the message names the model, the layer and what is unsupported.
 
     Examples:
         >>> import timm
@@ -125,6 +135,8 @@ def adapt(
     """
     check_choice(mode, "mode", MODES)
     check_choice(source, "source", SOURCES)
+    if not isinstance(check_layout, bool):
+        raise TypeError(f"check_layout must be a bool, got {type(check_layout).__name__}")
     factory = default_canonicalizer if canonicalizer is None else canonicalizer
     if not callable(factory):
         raise TypeError(
@@ -133,10 +145,16 @@ def adapt(
     found = find_layers(model)
     _check_not_adapted(model)
     chosen = resolve_layers(layers, [name for name, _ in found])
-    input_size = _default_input_size(model) if input_size is None else tuple(int(s) for s in input_size)
+    input_size = default_input_size(model) if input_size is None else tuple(int(s) for s in input_size)
     if len(input_size) != 3 or min(input_size) < 1:
         raise ValueError(f"input_size must be (C, H, W) with positive sizes, got {input_size!r}")
-    channels = _probe(model, [n for n in chosen if n != INPUT], input_size, mode == "equivariant")
+    channels = probe_layers(
+        model,
+        [n for n in chosen if n != INPUT],
+        input_size,
+        check_outputs=mode == "equivariant",
+        check_spatial=check_layout,
+    )
     reference = next(iter(model.parameters()), None)
     canonicalizers = {}
     for name in chosen:
@@ -225,6 +243,49 @@ class LatentCanonicalizedModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, source={self.source!r}, layers={list(self.layers)}"
+
+    # ---- the backbone's timm interface ---------------------------------------------------------------------
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """The backbone's `pretrained_cfg` (preprocessing: `input_size`, `mean`, `std`, ...), so that
+        `timm.data.resolve_data_config(model=adapted)` resolves what it resolves for the backbone."""
+        return getattr(self.backbone, "pretrained_cfg", None) or {}
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg: dict[str, Any]) -> None:
+        self.backbone.pretrained_cfg = cfg
+
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        """timm's older name of `pretrained_cfg`."""
+        return self.pretrained_cfg
+
+    @default_cfg.setter
+    def default_cfg(self, cfg: dict[str, Any]) -> None:
+        self.pretrained_cfg = cfg
+
+    @property
+    def num_classes(self) -> int:
+        """The backbone's number of classes (0: no classifier)."""
+        return int(self._backbone_attr("num_classes"))
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the backbone's final features (what `forward_head` reads)."""
+        return int(self._backbone_attr("num_features"))
+
+    def get_classifier(self) -> nn.Module:
+        """The backbone's classifier module."""
+        return self._backbone_attr("get_classifier")()
+
+    def reset_classifier(self, num_classes: int, *args: Any, **kwargs: Any) -> None:
+        """The backbone's `reset_classifier(num_classes, ...)`: a fresh head; canonicalizers are kept."""
+        self._backbone_attr("reset_classifier")(num_classes, *args, **kwargs)
+
+    def _backbone_attr(self, name: str) -> Any:
+        if not hasattr(self.backbone, name):
+            raise AttributeError(f"the backbone {type(self.backbone).__name__} has no {name!r}")
+        return getattr(self.backbone, name)
 
     # ---- forward -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *, return_results: bool = False) -> Any:
@@ -450,80 +511,3 @@ def _check_not_adapted(model: nn.Module) -> None:
             f"{type(model).__name__} is already adapted by another LatentCanonicalizedModel "
             f"(layers {adapted}); remove() that one first"
         )
-
-
-class _ProbeDone(Exception):
-    """Stops the probe forward once every chosen layer has run."""
-
-
-def _default_input_size(model: nn.Module) -> tuple[int, int, int]:
-    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    channels = first_conv.in_channels if first_conv is not None else 3
-    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
-    if img_size is None:
-        img_size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-2:]
-    height, width = (img_size, img_size) if isinstance(img_size, int) else img_size
-    return channels, int(height), int(width)
-
-
-def _probe(
-    model: nn.Module, names: list[str], input_size: tuple[int, int, int], check_outputs: bool
-) -> dict[str, int]:
-    """Channels of the input feature of each named layer (one forward pass of a zero image, no_grad, eval)."""
-    if not names:
-        return {}
-    layout = ModelLayout.from_model(model)
-    image_size = input_size[1:]
-    channels: dict[str, int] = {}
-    finished: set[str] = set()
-
-    def before(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-            if not args or not isinstance(args[0], torch.Tensor):
-                raise TypeError(
-                    f"layer {name!r} does not take its feature as first positional tensor argument"
-                )
-            try:
-                channels[name] = to_nchw(args[0], layout.detect(args[0], image_size))[0].shape[1]
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"the input of layer {name!r} of {type(model).__name__}: {err}") from err
-
-        return hook
-
-    def after(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            if check_outputs:
-                try:
-                    layout.detect(output, image_size)
-                except (TypeError, ValueError) as err:
-                    raise ValueError(
-                        f"the output of layer {name!r} of {type(model).__name__}: {err}"
-                    ) from err
-            finished.add(name)
-            if len(finished) == len(names):
-                raise _ProbeDone
-
-        return hook
-
-    handles = []
-    for name in names:
-        module = model.get_submodule(name)
-        handles += [module.register_forward_pre_hook(before(name)), module.register_forward_hook(after(name))]
-    training = {m: m.training for m in model.modules()}
-    reference = next(iter(model.parameters()), None)
-    kwargs = {} if reference is None else {"device": reference.device, "dtype": reference.dtype}
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size, **kwargs))
-    except _ProbeDone:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, mode in training.items():
-            module.training = mode
-    missing = [n for n in names if n not in finished]
-    if missing:
-        raise ValueError(f"layers {missing} did not run in a forward pass of {type(model).__name__}")
-    return channels

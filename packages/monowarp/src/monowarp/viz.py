@@ -10,6 +10,11 @@ $\\partial l / \\partial p$ at every pixel.
 matplotlib is an optional dependency (``pip install "monowarp[plot]"``); it is imported only when a
 function here draws, and never through ``pyplot``, so no window or global figure state is involved.
 `local_scale_map` needs only torch.
+
+`plot_canonicalization` draws what a canonicalizer found (the paper's Fig. A2): the inputs $I$ with a regular
+grid on top, their canonical forms $S^{-1}(I; l) = I \\circ l$ below with that grid where it lands
+($l^{-1}$ of the grid: content at $q$ appears at $l^{-1}(q)$), and optionally the local zoom of the
+canonicalization.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["draw_grid", "local_scale_map", "plot_warp"]
+__all__ = ["draw_grid", "local_scale_map", "plot_canonicalization", "plot_warp"]
 
 _KINDS = ("det", "x", "y")
 _FRAMES = ("output", "source")
@@ -256,6 +261,124 @@ def plot_warp(
     return fig
 
 
+def plot_canonicalization(
+    images: torch.Tensor,
+    element: ScalingMap,
+    *,
+    canonical: torch.Tensor | None = None,
+    titles: Sequence[str] | None = None,
+    scale: bool = False,
+    kind: str = "det",
+    lines: int | tuple[int, int] = 7,
+    labels: tuple[str, str] = ("input", "canonical"),
+    colors: tuple[str, str] = ("tab:cyan", "tab:orange"),
+    align_corners: bool = True,
+    title: str | None = None,
+    path: str | Path | None = None,
+    dpi: int = 110,
+    panel_size: float = 2.2,
+) -> Figure:
+    """The learned-warp figure (the paper's Fig. A2): inputs and their canonical forms, with the moved grid.
+
+    Column `b` shows image `b`: on top the input $I_b$ with a regular grid, below its canonical form
+    $S^{-1}(I_b; l_b)(p) = I_b(l_b(p))$ with the same grid where it lands, $l_b^{-1}(\text{grid})$, so the
+    bending of the grid shows where the canonicalizer enlarged or shrank the content. With `scale=True` a
+    third row shows the local zoom of the canonicalization at every pixel of the canonical image,
+    `local_scale_map(element.inverse(), frame="output")` (above 1: content enlarged there, below 1: shrunk).
+
+    Args:
+        images: `(B, C, H, W)` inputs with values in $[0, 1]$, `C` = 1 (grey) or 3 (RGB).
+        element: the `B` elements the canonicalizer found (e.g. `result.element` of a `deqcanon`
+            canonicalizer, a `monowarp.MonotoneScale` of batch size `B`).
+        canonical: `(B, C, H, W)` canonical forms if already computed (e.g. `result.canonical`); default
+            `monowarp.unwarp(images, element)`.
+        titles: one title per column (e.g. the labels), or None.
+        scale: add the row of local zoom factors.
+        kind: which local scale the third row shows (`"det"`, `"x"` or `"y"`, see `local_scale_map`).
+        lines: grid lines per axis (see `draw_grid`).
+        labels: the row labels of the inputs and the canonical forms.
+        colors: the grid colours on the inputs and on the canonical forms.
+        align_corners: pixel convention (see `monowarp.warp`).
+        title: optional figure title.
+        path: if given, the figure is also saved there (format from the suffix).
+        dpi: resolution of the saved file.
+        panel_size: width of one panel in inches.
+
+    Returns:
+        The matplotlib ``Figure`` (not attached to ``pyplot``).
+
+    Raises:
+        ImportError: matplotlib is not installed.
+        TypeError: `images`/`canonical` are not tensors or `element` is not a `ScalingMap`.
+        ValueError: bad shapes, a batch size of `element` other than `B`, non-finite images, a wrong number
+            of `titles`, or an unknown `kind`.
+
+    Examples:
+        >>> from monowarp import sample_monotone_scale
+        >>> g = sample_monotone_scale(3, (4, 4), generator=torch.Generator().manual_seed(0))
+        >>> fig = plot_canonicalization(torch.rand(3, 1, 32, 48), g, titles=["a", "b", "c"], scale=True)
+        >>> len(fig.axes) >= 9
+        True
+    """
+    figure_cls, norm_cls = _matplotlib()
+    if not isinstance(element, ScalingMap):
+        raise TypeError(f"element must be a ScalingMap (e.g. a MonotoneScale), got {type(element).__name__}")
+    x = _check_images(images, "images")
+    b, _, h, w = x.shape
+    if element.batch_size != b:
+        raise ValueError(
+            f"element must hold one scaling per image ({b}), got a batch of {element.batch_size}"
+        )
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    if titles is not None and (isinstance(titles, str) or len(titles) != b):
+        raise ValueError(f"titles must be a sequence of {b} strings (one per image), got {titles!r}")
+    x = x.detach().to(device=element.device, dtype=element.dtype)
+    with torch.no_grad():
+        if canonical is None:
+            canon = unwarp(x, element, align_corners=align_corners)
+        else:
+            canon = _check_images(canonical, "canonical").detach()
+            if canon.shape != x.shape:
+                raise ValueError(
+                    f"canonical must have the shape of images {tuple(x.shape)}, got {tuple(canon.shape)}"
+                )
+        inverse = element.inverse()
+        zoom = local_scale_map(inverse, (h, w), kind=kind, align_corners=align_corners) if scale else None
+
+    rows = 3 if scale else 2
+    fig = figure_cls(figsize=(panel_size * b, panel_size * h / w * rows + 0.4 + 0.3 * (title is not None)))
+    axes = fig.subplots(rows, b, squeeze=False)
+    for i in range(b):
+        top, bottom = axes[0, i], axes[1, i]
+        _show(top, x[i])
+        draw_grid(top, element, (h, w), index=i, warped=False, lines=lines, color=colors[0], linewidth=0.6)
+        _show(bottom, canon[i])
+        draw_grid(bottom, inverse, (h, w), index=i, warped=True, lines=lines, color=colors[1], linewidth=0.6)
+        if titles is not None:
+            top.set_title(str(titles[i]), fontsize=9)
+        if zoom is not None:
+            z = zoom[i].detach().cpu().float()
+            lo, hi = min(float(z.min()), 0.999), max(float(z.max()), 1.001)
+            image = axes[2, i].imshow(
+                z.numpy(), cmap="coolwarm", norm=norm_cls(vmin=lo, vcenter=1.0, vmax=hi)
+            )
+            fig.colorbar(image, ax=axes[2, i], fraction=0.046, pad=0.03)
+        for ax in axes[:, i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel(labels[0])
+    axes[1, 0].set_ylabel(labels[1])
+    if scale:
+        axes[2, 0].set_ylabel(f"zoom ({kind})")
+    if title is not None:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return fig
+
+
 # ------------------------------------------------------------------------------------------------- private
 def _matplotlib() -> tuple[Any, Any]:
     try:
@@ -275,3 +398,18 @@ def _show(ax: Axes, img: torch.Tensor) -> None:
         ax.imshow(arr[0].numpy(), cmap="gray", vmin=0, vmax=1)
     else:
         ax.imshow(arr.permute(1, 2, 0).numpy())
+
+
+def _check_images(images: object, name: str) -> torch.Tensor:
+    """A `(B, C, H, W)` floating tensor with C in (1, 3) and finite values, else a clear error."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] not in (1, 3) or min(images.shape) < 1:
+        raise ValueError(
+            f"{name} must have shape (B, C, H, W) with C = 1 (grey) or 3 (RGB), got {tuple(images.shape)}"
+        )
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor with values in [0, 1], got {images.dtype}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return images
