@@ -1,4 +1,4 @@
-"""The option groups and the CLI scaffold: per-subcommand options, --config, --print_config, one-line errors."""
+"""Option groups and the CLI scaffold: per-subcommand options, --config, --print_config, one-line errors."""
 
 from __future__ import annotations
 
@@ -35,8 +35,13 @@ def _app(seen: dict) -> App:
         "train",
         run,
         help="train",
-        groups={"data": ToyData, "train": TrainOptions, "aug": AugmentOptions, "canon": CanonOptions,
-                "runtime": RuntimeOptions},
+        groups={
+            "data": ToyData,
+            "train": TrainOptions,
+            "aug": AugmentOptions,
+            "canon": CanonOptions,
+            "runtime": RuntimeOptions,
+        },
         defaults={"train": {"epochs": 3}},
     )
     app.command("evaluate", run, help="evaluate", groups={"eval": EvalOptions, "runtime": RuntimeOptions})
@@ -129,13 +134,17 @@ def test_print_config_replays_through_config(tmp_path, capsys):
 def test_dump_and_load_round_trip(tmp_path):
     seen: dict = {}
     app = _app(seen)
-    app.main(["train", "--train.lr", "0.3", "--canon.layers", "[input, 1]", "--aug.scale_range", "[0.7, 1.4]"])
+    app.main(
+        ["train", "--train.lr", "0.3", "--canon.layers", "[input, 1]", "--aug.scale_range", "[0.7, 1.4]"]
+    )
     text = app.dump("train", seen["cfg"])
     path = tmp_path / "config.yaml"
     path.write_text(text)
     again = app.load("train", path)
-    assert again.train == seen["cfg"].train and again.canon == seen["cfg"].canon and again.aug == seen["cfg"].aug
-    with pytest.raises(ValueError, match="config.yaml"):
+    assert (
+        again.train == seen["cfg"].train and again.canon == seen["cfg"].canon and again.aug == seen["cfg"].aug
+    )
+    with pytest.raises(ValueError, match=r"config\.yaml"):
         path.write_text("train:\n  bogus: 1\n")
         app.load("train", path)
     with pytest.raises(FileNotFoundError):

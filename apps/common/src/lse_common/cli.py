@@ -96,7 +96,9 @@ class App:
             raise ValueError(f"{self.prog} has no command {name!r}; commands: {', '.join(self.commands)}")
         cmd = self.commands[name]
         parser = ArgumentParser(prog=f"{self.prog} {name}", description=cmd.help, exit_on_error=False)
-        parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of options (flags after it win)")
+        parser.add_argument(
+            "--config", action=ActionConfigFile, help="a YAML file of options (flags after it win)"
+        )
         parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
         for group, cls in cmd.groups.items():
             parser.add_class_arguments(cls, group, fail_untyped=True, sub_configs=True)
@@ -135,15 +137,15 @@ class App:
             cfg = parser.parse_path(str(p), defaults=True)
             for key, value in overrides.items():
                 cfg[key.replace("__", ".")] = value
-            return parser.instantiate(cfg)
+            return _builtin_values(parser.instantiate(cfg))
         except Exception as err:  # jsonargparse's own error types
             raise ValueError(f"{p}: {_first_line(err)}") from err
 
     def dump(self, name: str, cfg: Namespace) -> str:
-        """The YAML of command ``name``'s options in ``cfg`` (groups built or not), as ``--config`` reads it."""
+        """The YAML of command ``name``'s options in ``cfg`` (groups built or not), as ``--config`` reads."""
         parser = self.command_parser(name)
         plain = Namespace({k: v for k, v in vars(_strip(cfg)).items() if k not in ("config", "verbose")})
-        return parser.dump(plain, skip_none=False, skip_validation=True)
+        return parser.dump(plain, skip_validation=True)
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, and return its exit status."""
@@ -161,7 +163,7 @@ class App:
         name = cfg.command
         setup_logging(logging.DEBUG if verbose else logging.INFO)
         try:
-            built = parser.instantiate(cfg)[name]
+            built = _builtin_values(parser.instantiate(cfg))[name]
             return int(self.commands[name].run(built) or 0)
         except KeyboardInterrupt:
             print(f"{self.prog} {name}: interrupted", file=sys.stderr)
@@ -191,12 +193,43 @@ def _check_config_files(args: Sequence[str]) -> None:
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-            raise ValueError(f"config file {path} is not valid YAML{where}: {getattr(err, 'problem', err)}") from err
+            raise ValueError(
+                f"config file {path} is not valid YAML{where}: {getattr(err, 'problem', err)}"
+            ) from err
 
 
 def _first_line(err: BaseException) -> str:
     text = " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
     return text or type(err).__name__
+
+
+def _builtin(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int) and type(value) is not int:  # jsonargparse's PositiveInt and the like
+        return int(value)
+    if isinstance(value, float) and type(value) is not float:
+        return float(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_builtin(v) for v in value)
+    return value
+
+
+def _builtin_values(cfg: Namespace) -> Namespace:
+    """``cfg`` with the restricted number types of jsonargparse (``PositiveFloat``...) turned into plain
+    ``int`` and ``float`` inside every options dataclass, so that values pickle and compare as built-ins
+    (an optimizer's state loads with ``weights_only=True``)."""
+    import dataclasses
+
+    for key, value in vars(cfg).items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                object.__setattr__(value, f.name, _builtin(getattr(value, f.name)))
+        elif isinstance(value, Namespace):
+            _builtin_values(value)
+        else:
+            cfg[key] = _builtin(value)
+    return cfg
 
 
 def _strip(cfg: Namespace) -> Namespace:

@@ -7,9 +7,9 @@ A step is what `lse_common.engine.Trainer` calls, ``step(model, batch) -> (loss,
   (`monowarp.RandomMonotoneScale`) with probability ``p`` (the paper's Aug baseline, and the augmented batches
   of every other method).
 - `paired_step`: eq. 25, the clean batch and the same batch warped by $\Phi \sim \Omega$ in one forward pass;
-  the loss is the mean task loss of both halves plus ``weight`` times the invariance error (eq. 24, squared L2)
-  between their softmax outputs (`lsmetrics.invariance_error`). InvL is this step on the plain model; on a
-  canonicalizing model it adds a consistency term to the canonicalizer's training.
+  the loss is the mean task loss of both halves plus ``weight`` times the invariance error (eq. 24,
+  squared L2) between their softmax outputs (`lsmetrics.invariance_error`). InvL is this step on the
+  plain model; on a canonicalizing model it adds a consistency term to the canonicalizer's training.
 
 Both log the task accuracy; a model that returns canonicalizer results (``return_results=True``) also gets
 the size of the warps it applies logged (`warp_statistics`), so that a canonicalizer that stays at the
@@ -143,7 +143,9 @@ def paired_step(
 
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         x, target = prepare(batch)
-        g = monowarp.sample_monotone_scale(x.shape[0], tuple(grid), tuple(scale_range), device=x.device, dtype=x.dtype)
+        g = monowarp.sample_monotone_scale(
+            x.shape[0], tuple(grid), tuple(scale_range), device=x.device, dtype=x.dtype
+        )
         logits, stats = _forward(model, torch.cat([x, monowarp.warp(x, g)]), log_warps)
         clean, warped = logits.float().chunk(2)
         ce = 0.5 * (loss_fn(clean, target) + loss_fn(warped, target))

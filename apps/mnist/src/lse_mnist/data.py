@@ -15,7 +15,6 @@ test scenes on the fly (`SceneDataset.render`): the same digits and centres with
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -25,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-from lse_common import atomic_path, atomic_write_bytes
+from lse_common import atomic_path
+from lse_common.cache import cached_array, read_meta, write_meta
 
 from .generator import SceneSpec, canvas_size, render_scenes, sample_scenes
-from .options import MnistOptions, canvas_of
+from .options import MnistData
 from .sources import load_digits, resolve_source
 
 __all__ = [
@@ -38,8 +37,8 @@ __all__ = [
     "SceneDataset",
     "SplitData",
     "benchmark_render",
+    "prepare_data_split",
     "prepare_split",
-    "prepare_split_from_options",
 ]
 
 logger = logging.getLogger(__name__)
@@ -145,7 +144,7 @@ def prepare_split(
                     centers=spec.centers,
                     labels=spec.labels,
                 )
-        atomic_write_bytes(folder / "meta.json", json.dumps(asdict(meta), indent=1).encode())
+        write_meta(folder / "meta.json", asdict(meta))
         data = SplitData(digits.images[used], digits.labels[used], spec, meta)
     if canvas is not None:
         hw = canvas_size(canvas)
@@ -154,39 +153,40 @@ def prepare_split(
     return data
 
 
-def prepare_split_from_options(
-    opts: MnistOptions, split: str, *, render: bool = True, progress: bool | None = None
+def prepare_data_split(
+    data: MnistData, split: str, *, render: bool = True, progress: bool = True, test_size: int | None = None
 ) -> SplitData:
-    """`prepare_split` for a split of the app's options (its size, canvas, seed, source, cache folder).
+    """`prepare_split` for a split of the app's data options (its size, canvas, seed, source, cache folder).
 
     Args:
-        opts: the app's options.
+        data: the app's data options.
         split: ``"train"``, ``"val"`` or ``"test"``.
-        render: render the scenes at the options' canvas (``False``: only draw and cache the scene specs).
-        progress: show a progress bar; defaults to ``opts.progress``.
+        render: render the scenes at the data's canvas (``False``: only draw and cache the scene specs).
+        progress: show a progress bar.
+        test_size: scenes of the test split instead of ``data.test_size``.
     """
-    sizes = {"train": opts.train_size, "val": opts.val_size, "test": opts.test_size}
+    sizes = {"train": data.train_size, "val": data.val_size, "test": test_size or data.test_size}
     if split not in sizes:
         raise ValueError(f"split must be one of {tuple(sizes)}, got {split!r}")
     return prepare_split(
-        opts.data_dir,
+        data.dir,
         split,
         size=sizes[split],
-        canvas=canvas_of(opts) if render else None,
-        seed=opts.data_seed,
-        scale_range=tuple(opts.scale_range),
-        source=opts.source,
-        mnist_dir=opts.mnist_dir,
-        val_fraction=opts.val_fraction,
-        progress=opts.progress if progress is None else progress,
+        canvas=data.size if render else None,
+        seed=data.seed,
+        scale_range=tuple(data.scale_range),
+        source=data.source,
+        mnist_dir=data.mnist_dir,
+        val_fraction=data.val_fraction,
+        progress=progress,
     )
 
 
 def _load_cached(folder: Path, meta: SplitMeta) -> SplitData | None:
-    meta_file, scenes = folder / "meta.json", folder / "scenes.npz"
-    if not (meta_file.is_file() and scenes.is_file()):
+    scenes = folder / "scenes.npz"
+    stored = read_meta(folder / "meta.json")
+    if stored is None or not scenes.is_file():
         return None
-    stored = json.loads(meta_file.read_text())
     stored["scale_range"] = tuple(stored["scale_range"])
     if stored != asdict(meta):
         logger.warning(
@@ -203,28 +203,19 @@ def _rendered(
 ) -> np.ndarray:
     h, w = canvas
     path = folder / (f"images-{w}.npy" if h == w else f"images-{h}x{w}.npy")
-    if path.is_file():
-        images = np.load(path, mmap_mode="r")
-        if images.shape == (len(data), h, w):
-            return images
-    n = len(data)
-    with atomic_path(path) as tmp:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, h, w))
-        bar = tqdm(
-            total=n,
-            desc=f"render {data.meta.split} {w}x{h}",
-            unit="img",
-            disable=not progress,
-            leave=False,
-        )
-        for s in range(0, n, chunk):
-            e = min(n, s + chunk)
-            render_scenes(data.pool, data.spec[s:e], canvas, out=images[s:e])
-            bar.update(e - s)
-        bar.close()
-        images.flush()
-        del images
-    return np.load(path, mmap_mode="r")
+
+    def fill(start: int, end: int, out: np.ndarray) -> None:
+        render_scenes(data.pool, data.spec[start:end], canvas, out=out)
+
+    return cached_array(
+        path,
+        (len(data), h, w),
+        np.uint8,
+        fill,
+        chunk=chunk,
+        progress=progress,
+        desc=f"render {data.meta.split} {w}x{h}",
+    )
 
 
 class SceneDataset(Dataset):
@@ -248,6 +239,12 @@ class SceneDataset(Dataset):
         else:
             img = torch.from_numpy(render_scenes(self._pool, self.data.spec[i], self.canvas)[0])
         return img.unsqueeze(0), torch.tensor(int(self.data.spec.labels[i]))
+
+    def images_at(self, indices: np.ndarray) -> torch.Tensor:
+        """Scenes ``indices`` as drawn, `(B, 1, H, W)` uint8 (from the cached rendering when there is one)."""
+        if self._cached:
+            return torch.from_numpy(np.asarray(self.data.images[indices])).unsqueeze(1)  # type: ignore[index]
+        return self.render(indices)
 
     def render(self, indices: np.ndarray, factors: np.ndarray | float | None = None) -> torch.Tensor:
         """Scenes ``indices`` re-rendered with ``factors`` (`(len(indices), 3)` or a number).

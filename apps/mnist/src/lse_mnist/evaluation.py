@@ -1,134 +1,132 @@
 """``lse-mnist evaluate``: the paper's metrics for trained runs, then Tables 2 and 3 and the plots.
 
-For each run folder (its ``config.yaml`` rebuilds the model, ``final.safetensors`` holds the weights, or
-the latest checkpoint when there is no final file), on the test scenes (digits of MNIST's test split;
-``eval_split="val"`` evaluates the validation scenes instead, for choosing settings without the test set):
+For each run folder (its ``config.yaml`` rebuilds the model, ``final.safetensors`` holds the weights, or the
+newest intact checkpoint when there is no final file), on the test scenes (digits of MNIST's test split;
+``eval.split val`` evaluates the validation scenes instead, for choosing settings without the test set):
 
-- ``acc``: top-1 accuracy on the test scenes as drawn (digit factors ``U[scale_range]``);
-- ``inve_paper`` / ``inve_reference``: InvE (eq. 24) by `lsmetrics.invariance_error` on softmax
-  probabilities, the reference image being the same digits at scale 1 (same centres) and the
-  transformed ones ``inv_rescalings`` (8) re-renderings with every digit at its own factor
-  ``U[inv_scale_range]``, over the whole test set; ``paper`` is the squared L2 of the paper,
+- ``acc``: top-1 accuracy on the test scenes as drawn (digit factors ``U[data.scale_range]``);
+- ``inve_paper`` / ``inve_reference``: InvE (eq. 24) on softmax probabilities, the reference image being
+  the same digits at scale 1 (same centres) and the transformed ones ``eval.inv_rescalings`` re-renderings
+  with every digit at its own factor ``U[eval.inv_scale_range]``; ``paper`` is the squared L2 of the paper,
   ``reference`` the relative L2 of the authors' code. Tables show them x 1e-2;
-- ``buckets``: Table 3, the test scenes re-rendered with every digit's factor ``U[bucket]`` for each
-  bucket ([0.4, 1], [1, 2], [2, 3] by default), accuracy per bucket, with mean and population std over
-  the buckets (`lsmetrics.per_scale_accuracy_from_counts`);
-- ``curve``: accuracy with all three digits at one factor, for each of ``curve_scales``.
+- ``buckets``: Table 3, the scenes re-rendered with every digit's factor ``U[bucket]`` for each bucket,
+  accuracy per bucket with mean and population std over the buckets;
+- ``curve``: accuracy with all three digits at one factor, for each of ``eval.curve_scales``.
 
-Every re-rendering is a function of ``(eval_seed, test index)``, so all runs see the same images. The
-numbers are stored in ``<run>/eval.json`` (``eval-val.json`` for the validation split); `aggregate`
-turns several runs into the tables (mean and sample std over seeds) and plots.
+Every re-rendering is a function of ``(eval.seed, scene index)``, so all runs see the same images. The
+metrics are lsmetrics' `Metric` classes: under ``torchrun --nproc_per_node N lse-mnist evaluate ...`` each
+process evaluates its own block of scenes and ``compute()`` adds up the processes' counts and sums, giving
+the table one process gives. The numbers are stored in ``<run>/eval.json`` (``eval-val.json`` for the
+validation split) with the settings and the SHA-256 of the weights; a stored result is reused only when both
+match (``eval.force`` re-evaluates anyway).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 import lsmetrics
-from lse_common import atomic_write_bytes, find_latest, load_checkpoint, resolve_options
+from lse_common import broadcast_object, cleanup_distributed, init_distributed, load_checkpoint
+from lse_common.evaluation import (
+    batches,
+    load_stored_result,
+    run_weights,
+    shard,
+    store_result,
+    weights_digest,
+)
+from lse_common.options import RuntimeOptions
 
-from .data import SceneDataset, prepare_split_from_options
+from .data import SceneDataset, prepare_data_split
 from .generator import sample_factors
 from .models import DigitClassifier, build_model
-from .options import MnistOptions, canvas_of
+from .options import MnistEval
 
-__all__ = ["EVAL_OPTIONS", "eval_settings", "evaluate_run", "evaluate_runs", "load_run", "result_file"]
+__all__ = ["eval_settings", "evaluate_run", "evaluate_runs", "load_run", "result_file"]
 
 logger = logging.getLogger(__name__)
-
-EVAL_OPTIONS = (
-    "eval_batch_size",
-    "eval_size",
-    "inv_rescalings",
-    "inv_scale_range",
-    "buckets",
-    "curve_scales",
-    "eval_seed",
-    "data_dir",
-    "device",
-    "progress",
-    "threads",
-    "warp_examples",
-    "num_workers",
-    "test_size",
-    "val_size",
-    "eval_split",
-)
-"""Options of a run that ``evaluate`` may override from its own command line or config."""
 
 STREAM_INV, STREAM_BUCKET, STREAM_CURVE = 10, 20, 40
 
 
-def load_run(
-    run_dir: str | Path, overrides: dict[str, Any] | None = None
-) -> tuple[MnistOptions, DigitClassifier]:
-    """The options and the trained model of a run folder.
+def load_run(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, DigitClassifier, Path]:
+    """The training options, the trained model and the weights file of a run folder.
+
+    Args:
+        run_dir: the run folder.
+        ev: evaluation options whose ``data_dir`` / ``test_size`` replace the run's.
 
     Raises:
         FileNotFoundError: if the folder has no ``config.yaml`` or no weights.
     """
+    from .cli import APP
+
     run = Path(run_dir)
     config = run / "config.yaml"
     if not config.is_file():
         raise FileNotFoundError(f"{run} is not a run folder: no config.yaml")
-    opts = resolve_options(MnistOptions, config=config, cli=overrides or {})
-    model = build_model(opts, for_training=False)
-    weights = run / "final.safetensors"
-    if weights.is_file():
-        load_checkpoint(weights, model)
-    else:
-        latest = find_latest(run / "checkpoints")
-        if latest is None:
-            raise FileNotFoundError(f"{run} has neither final.safetensors nor a checkpoint")
-        load_checkpoint(latest, model)
-    return opts, model
+    cfg = APP.load("train", config)
+    if ev is not None and ev.data_dir:
+        cfg.data.dir = ev.data_dir
+    model = build_model(cfg.model, cfg.data.size, cfg.method, cfg.canon, for_training=False)
+    weights = run_weights(run)
+    load_checkpoint(weights, model)
+    return cfg, model, weights
 
 
-def result_file(opts: MnistOptions) -> str:
+def result_file(ev: MnistEval) -> str:
     """``eval.json`` for the test split, ``eval-val.json`` for the validation split."""
-    return "eval.json" if opts.eval_split == "test" else f"eval-{opts.eval_split}.json"
+    return "eval.json" if ev.split == "test" else f"eval-{ev.split}.json"
 
 
-def eval_settings(opts: MnistOptions) -> dict[str, Any]:
-    """What an ``eval.json`` depends on besides the weights: a stored result is reused only if these match."""
+def eval_settings(cfg: Any, ev: MnistEval) -> dict[str, Any]:
+    """What a result depends on besides the weights: a stored result is reused only if these match."""
+    data = cfg.data
     return {
-        "split": opts.eval_split,
-        "size": opts.val_size if opts.eval_split == "val" else opts.test_size,
-        "eval_size": opts.eval_size,
-        "data_seed": opts.data_seed,
-        "canvas": list(canvas_of(opts)),
-        "inv_rescalings": opts.inv_rescalings,
-        "inv_scale_range": list(opts.inv_scale_range),
-        "buckets": list(opts.buckets),
-        "curve_scales": list(opts.curve_scales),
-        "eval_seed": opts.eval_seed,
+        "split": ev.split,
+        "size": data.val_size if ev.split == "val" else (ev.test_size or data.test_size),
+        "eval_size": ev.size,
+        "data_seed": data.seed,
+        "data_scale_range": list(data.scale_range),
+        "source": data.source,
+        "canvas": list(data.size),
+        "inv_rescalings": ev.inv_rescalings,
+        "inv_scale_range": list(ev.inv_scale_range),
+        "buckets": list(ev.buckets),
+        "curve_scales": list(ev.curve_scales),
+        "eval_seed": ev.seed,
     }
 
 
-def evaluate_runs(
-    runs: list[str], overrides: dict[str, Any] | None = None, *, force: bool = False
-) -> list[dict]:
-    """`evaluate_run` for each run, reusing an ``eval.json`` made with the same settings unless ``force``."""
-    results = []
-    for run in runs:
-        config = Path(run) / "config.yaml"
-        if not force and config.is_file():
-            opts = resolve_options(MnistOptions, config=config, cli=overrides or {})
-            stored = Path(run) / result_file(opts)
-            previous = json.loads(stored.read_text()) if stored.is_file() else {}
-            if previous.get("settings") == eval_settings(opts):
-                logger.info("%s: reusing its %s (same settings; --force re-evaluates)", run, stored.name)
-                results.append(previous)
-                continue
-        results.append(evaluate_run(run, overrides))
-    return results
+def evaluate_runs(runs: list[str], ev: MnistEval, runtime: RuntimeOptions) -> list[dict]:
+    """`evaluate_run` for each run (every process of a torchrun job takes part in each); a stored result made
+    from the same weights with the same settings is reused unless ``ev.force``."""
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    info = init_distributed(runtime.device)
+    try:
+        results = []
+        for run in runs:
+            stored = None
+            if not ev.force and info.is_main:
+                cfg, _, weights = load_run(run, ev)
+                stored = load_stored_result(
+                    Path(run) / result_file(ev),
+                    settings=eval_settings(cfg, ev),
+                    digest=weights_digest(weights),
+                )
+                if stored is not None:
+                    logger.info("%s: reusing its %s (same weights and settings)", run, result_file(ev))
+            stored = broadcast_object(stored)
+            results.append(stored if stored is not None else evaluate_run(run, ev, runtime, info=info))
+        return results
+    finally:
+        cleanup_distributed()
 
 
 def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -137,98 +135,110 @@ def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device)
 
 @torch.no_grad()
 def evaluate_run(
-    run_dir: str | Path, overrides: dict[str, Any] | None = None, *, write: bool = True
+    run_dir: str | Path, ev: MnistEval, runtime: RuntimeOptions, *, info: Any = None, write: bool = True
 ) -> dict[str, Any]:
-    """Evaluate one run (see the module docstring); returns and (with ``write``) stores ``eval.json``."""
-    opts, model = load_run(run_dir, overrides)
-    device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    """Evaluate one run on this process's block of scenes; every process returns the whole result (see the
+    module docstring). Rank 0 stores ``eval.json`` and draws the learned warps (with ``write``)."""
+    info = info or init_distributed(runtime.device)
+    device = info.device
+    cfg, model, weights = load_run(run_dir, ev)
     model.to(device).eval()
-    test = prepare_split_from_options(opts, opts.eval_split)
-    ds = SceneDataset(test, canvas_of(opts))
-    n = min(len(ds), opts.eval_size or len(ds))
-    labels_all = torch.as_tensor(test.spec.labels[:n])
-    k = opts.inv_rescalings
-    inv_factors = sample_factors(
-        n, k, seed=opts.eval_seed, stream=STREAM_INV, scale_range=opts.inv_scale_range
+    test = prepare_data_split(
+        cfg.data, ev.split, progress=runtime.progress and info.is_main, test_size=ev.test_size
     )
-    edges = list(opts.buckets)
+    ds = SceneDataset(test, cfg.data.size)
+    n = min(len(ds), ev.size or len(ds))
+    k = ev.inv_rescalings
+    inv_factors = sample_factors(n, k, seed=ev.seed, stream=STREAM_INV, scale_range=ev.inv_scale_range)
+    edges = list(ev.buckets)
     nb = len(edges) - 1
     bucket_factors = [
-        sample_factors(
-            n, 1, seed=opts.eval_seed, stream=STREAM_BUCKET + b, scale_range=(edges[b], edges[b + 1])
-        )[:, 0]
+        sample_factors(n, 1, seed=ev.seed, stream=STREAM_BUCKET + b, scale_range=(edges[b], edges[b + 1]))[
+            :, 0
+        ]
         for b in range(nb)
     ]
-    correct = 0
-    correct_rescaled = 0
-    inv_sum = {"paper": 0.0, "reference": 0.0}
-    bucket_correct = torch.zeros(nb, dtype=torch.long)
-    curve_correct = torch.zeros(len(opts.curve_scales), dtype=torch.long)
+    metrics = {
+        "acc": lsmetrics.PerScaleAccuracy(1),
+        "acc_rescaled": lsmetrics.PerScaleAccuracy(1),
+        "inve_paper": lsmetrics.InvarianceError("paper"),
+        "inve_reference": lsmetrics.InvarianceError("reference"),
+        "buckets": lsmetrics.PerScaleAccuracy(nb),
+        "curve": lsmetrics.PerScaleAccuracy(max(1, len(ev.curve_scales))),
+    }
+    for m in metrics.values():
+        m.to(device)
+    labels_all = torch.as_tensor(test.spec.labels[:n])
+    mine = shard(n, info.rank, info.world_size)
     bar = tqdm(
-        total=n, desc=f"evaluate {Path(run_dir).name}", unit="img", disable=not opts.progress, leave=False
+        total=len(mine),
+        desc=f"evaluate {Path(run_dir).name}",
+        unit="img",
+        disable=not (runtime.progress and info.is_main),
+        leave=False,
     )
-    for s in range(0, n, opts.eval_batch_size):
-        idx = np.arange(s, min(n, s + opts.eval_batch_size))
+    for idx in batches(mine, ev.batch_size):
         y = labels_all[idx].to(device)
-        images = torch.from_numpy(np.asarray(test.images[idx])).unsqueeze(1)  # type: ignore[index]
+        zeros = torch.zeros_like(y)
+        images = ds.images_at(idx)
         p = _predict(model, images, device)
-        correct += int((p.argmax(1) == y).sum())
+        metrics["acc"].update(p.argmax(1) == y, zeros)
         reference = _predict(model, ds.render(idx, 1.0), device)
         transformed = torch.stack(
             [_predict(model, ds.render(idx, inv_factors[idx, j]), device) for j in range(k)], dim=1
         )
-        correct_rescaled += int((transformed.argmax(2) == y[:, None]).sum())
-        for variant in inv_sum:
-            inv_sum[variant] += float(
-                lsmetrics.invariance_error(reference, transformed, variant=variant, reduction="sum")
-            )
+        metrics["acc_rescaled"].update(
+            (transformed.argmax(2) == y[:, None]).flatten(), zeros.repeat_interleave(k)
+        )
+        metrics["inve_paper"].update(reference, transformed)
+        metrics["inve_reference"].update(reference, transformed)
         for b in range(nb):
             pb = _predict(model, ds.render(idx, bucket_factors[b][idx]), device)
-            bucket_correct[b] += int((pb.argmax(1) == y).sum())
-        for c, factor in enumerate(opts.curve_scales):
+            metrics["buckets"].update(pb.argmax(1) == y, torch.full_like(y, b))
+        for c, factor in enumerate(ev.curve_scales):
             pc = _predict(model, ds.render(idx, float(factor)), device)
-            curve_correct[c] += int((pc.argmax(1) == y).sum())
+            metrics["curve"].update(pc.argmax(1) == y, torch.full_like(y, c))
         bar.update(len(idx))
     bar.close()
-    total = torch.full((nb,), n, dtype=torch.long)
-    buckets = lsmetrics.per_scale_accuracy_from_counts(bucket_correct, total)
-    curve = lsmetrics.per_scale_accuracy_from_counts(curve_correct, torch.full_like(curve_correct, n))
+    values = {name: m.compute() for name, m in metrics.items()}
+    buckets, curve = values["buckets"], values["curve"]
     result = {
         "run": str(run_dir),
-        "method": opts.method,
-        "backbone": opts.backbone,
-        "seed": opts.seed,
-        "canvas": list(canvas_of(opts)),
-        "split": opts.eval_split,
+        "method": cfg.method,
+        "backbone": cfg.model.backbone,
+        "seed": cfg.train.seed,
+        "canvas": list(cfg.data.size),
+        "split": ev.split,
         "test_images": n,
-        "acc": correct / n,
-        "acc_rescaled": correct_rescaled / (n * k),
-        "inve_paper": inv_sum["paper"] / (n * k),
-        "inve_reference": inv_sum["reference"] / (n * k),
+        "acc": float(values["acc"]["pooled"]),
+        "acc_rescaled": float(values["acc_rescaled"]["pooled"]),
+        "inve_paper": float(values["inve_paper"]),
+        "inve_reference": float(values["inve_reference"]),
         "inv_rescalings": k,
-        "inv_scale_range": list(opts.inv_scale_range),
+        "inv_scale_range": list(ev.inv_scale_range),
         "bucket_edges": edges,
-        "bucket_acc": buckets.accuracy.tolist(),
-        "bucket_mean": float(buckets.mean),
-        "bucket_std": float(buckets.std),
-        "curve_scales": list(opts.curve_scales),
-        "curve_acc": curve.accuracy.tolist(),
-        "settings": eval_settings(opts),
+        "bucket_acc": torch.atleast_1d(buckets["accuracy"]).tolist(),  # torchmetrics squeezes one bucket
+        "bucket_mean": float(buckets["mean"]),
+        "bucket_std": float(buckets["std"]),
+        "curve_scales": list(ev.curve_scales),
+        "curve_acc": torch.atleast_1d(curve["accuracy"]).tolist()[: len(ev.curve_scales)],
+        "settings": eval_settings(cfg, ev),
+        "weights": str(weights),
+        "weights_sha256": weights_digest(weights),
+        "processes": info.world_size,
     }
-    if write:
-        atomic_write_bytes(Path(run_dir) / result_file(opts), json.dumps(result, indent=1).encode())
-        if model.adapted and opts.warp_examples > 0:
+    if write and info.is_main:
+        store_result(Path(run_dir) / result_file(ev), result)
+        if model.adapted and ev.warp_examples > 0:
             from .plots import plot_canonicalizer_warps
 
             plot_canonicalizer_warps(
                 model,
                 ds,
-                min(opts.warp_examples, n),
+                min(ev.warp_examples, n),
                 device,
                 Path(run_dir) / "canonical_warps.png",
-                title=f"{opts.method} on {opts.backbone}: learned canonicalization",
+                title=f"{cfg.method} on {cfg.model.backbone}: learned canonicalization",
             )
     logger.info(
         "%s: acc %.2f %%, InvE %.2f x1e-2 (paper) / %.2f x1e-2 (reference)",

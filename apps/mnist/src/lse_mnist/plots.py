@@ -46,52 +46,30 @@ def plot_curves(
 def plot_canonicalizer_warps(
     model, dataset, count: int, device: torch.device, path: str | Path, *, title: str = ""
 ) -> Path:
-    """Test images (top, regular grid) and what the first canonicalizer makes of them (bottom).
-
-    The bottom row is $S^{-1}(I; \\Phi)$ for the element $\\Phi$ found by the model's first canonicalizer,
-    with the grid that was regular on the input drawn where it lands (like the paper's Fig. A2).
-    """
+    """Test scenes and what the model's first canonicalizer makes of them, like the paper's Fig. A2
+    (`monowarp.viz.plot_canonicalization`), with the local zoom of the warp."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    import monowarp
-    from monowarp.viz import draw_grid
+    from monowarp.viz import plot_canonicalization
 
     idx = np.arange(count)
     x = dataset.render(idx).to(device).float() / 255.0
     _, results = model(x, return_results=True)
     key = next(iter(results))
-    element = results[key].element
-    canonical = monowarp.unwarp(x, element).clamp(0, 1).cpu()
-    size = tuple(x.shape[-2:])
-    fig, axes = plt.subplots(2, count, figsize=(2.2 * count, 4.6), squeeze=False)
-    for i in range(count):
-        for row, (img, elem) in enumerate(((x[i, 0].cpu(), None), (canonical[i, 0], element.inverse()))):
-            ax = axes[row, i]
-            ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
-            if elem is None:
-                draw_grid(ax, element, size, index=i, warped=False, lines=7, color="tab:cyan", linewidth=0.6)
-            else:
-                draw_grid(
-                    ax,
-                    elem.to(torch.device("cpu")),
-                    size,
-                    index=i,
-                    warped=True,
-                    lines=7,
-                    color="tab:orange",
-                    linewidth=0.6,
-                )
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[0, i].set_title(f"{int(dataset.data.spec.labels[i]):03d}", fontsize=9)
-    axes[0, 0].set_ylabel("input")
-    axes[1, 0].set_ylabel(f"canonical ({key})")
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    fig = plot_canonicalization(
+        x.cpu(),
+        results[key].element.to(torch.device("cpu")),
+        titles=[f"{int(label):03d}" for label in dataset.data.spec.labels[idx]],
+        scale=True,
+        labels=("input", f"canonical ({key})"),
+        title=title or None,
+    )
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
 
 
 def save_samples(images: np.ndarray, labels: np.ndarray, path: str | Path, *, title: str = "") -> Path:

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +96,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     p = Path(path)
     raw = p.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as err:
+            raise ValueError(f"{p} is a damaged or truncated gzip file ({err})") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{p} is not an IDX file (bad magic number)")
     if raw[2] != 0x08:

@@ -11,16 +11,14 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lse_common import atomic_write_bytes
+from lse_common.reports import format_mean_std, mean_std, paired_differences, write_report
 
 from .options import METHODS
 
@@ -60,25 +58,11 @@ def family(backbone: str) -> str | None:
     return None
 
 
-def _ms(values: Sequence[float], scale: float = 100.0) -> tuple[float, float]:
-    v = np.asarray(values, dtype=np.float64) * scale
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
-
-
-def _fmt(mean: float, std: float, n: int) -> str:
-    return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
-
-
 def _group(results: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
     grouped: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
         grouped[r["backbone"]][r["method"]].append(r)
     return grouped
-
-
-def _methods(grouped) -> list[str]:
-    present = {m for per in grouped.values() for m in per}
-    return [m for m in METHODS if m in present]
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -92,7 +76,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         for method, runs in per.items():
             entry = {"seeds": sorted(r["seed"] for r in runs), "n": len(runs)}
             for key in ("acc", "inve_paper", "inve_reference", "acc_rescaled"):
-                mean, std = _ms([r[key] for r in runs])
+                mean, std = mean_std([r[key] for r in runs], scale=100.0)
                 entry[key] = {"mean": mean, "std": std}
             table2[backbone][method] = entry
             buckets = np.mean([r["bucket_acc"] for r in runs], axis=0) * 100
@@ -103,15 +87,23 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "overall_std": float(buckets.std()),
                 "n": len(runs),
             }
+    paired: dict[str, Any] = {}
+    for reference in ("aug", "invl"):
+        for key in ("acc", "inve_paper"):
+            diffs = paired_differences(results, key, reference=reference, scale=100.0)
+            for (backbone, method), d in diffs.items():
+                paired.setdefault(reference, {}).setdefault(backbone, {}).setdefault(method, {})[key] = d
     return {
         "table2": table2,
         "table3": table3,
+        "paired": paired,
         "runs": results,
         "notes": {
             "acc": "%",
             "inve": "x 1e-2",
             "std over seeds": "sample (n - 1)",
             "overall": "mean +- population std over the buckets",
+            "paired": "method - reference on the same backbone and seed, mean +- sample std over seeds",
         },
     }
 
@@ -137,8 +129,8 @@ def markdown_tables(summary: dict[str, Any]) -> str:
                     cells += ["", ""]
                 else:
                     cells += [
-                        _fmt(e["acc"]["mean"], e["acc"]["std"], e["n"]),
-                        _fmt(e[variant]["mean"], e[variant]["std"], e["n"]),
+                        format_mean_std(e["acc"]["mean"], e["acc"]["std"], e["n"]),
+                        format_mean_std(e[variant]["mean"], e[variant]["std"], e["n"]),
                     ]
             lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
         seeds = {b: max(e["n"] for e in table2[b].values()) for b in backbones}
@@ -156,6 +148,25 @@ def markdown_tables(summary: dict[str, Any]) -> str:
                 f"{e['overall_mean']:.2f} ± {e['overall_std']:.2f}"
             ]
             lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for reference, per_backbone in summary.get("paired", {}).items():
+        lines.append(
+            f"### Paired differences against {NAMES[reference]} (same backbone and seed; Acc in points, "
+            "InvE x 1e-2, mean ± std over seeds, pairs with a gain)\n"
+        )
+        lines += ["| Backbone | Method | Δ Acc | Δ InvE | n |", "|---|---|---:|---:|---:|"]
+        for b, per_method in per_backbone.items():
+            for m in methods:
+                d = per_method.get(m)
+                if d is None:
+                    continue
+                acc, inv = d["acc"], d["inve_paper"]
+                lines.append(
+                    f"| {b} | {NAMES[m]} "
+                    f"| {acc['mean']:+.2f} ± {acc['std']:.2f} ({acc['better']}/{acc['n']}) "
+                    f"| {inv['mean']:+.2f} ± {inv['std']:.2f} ({inv['n'] - inv['better']}/{inv['n']}) "
+                    f"| {acc['n']} |"
+                )
         lines.append("")
     fams = [(b, family(b)) for b in backbones if family(b)]
     if fams:
@@ -192,10 +203,7 @@ def aggregate(
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(results)
-    text = markdown_tables(summary)
-    atomic_write_bytes(out / "tables.md", text.encode())
-    atomic_write_bytes(out / "tables.json", json.dumps(summary, indent=1).encode())
-    files = [str(out / "tables.md"), str(out / "tables.json")]
+    files = write_report(out, "tables", markdown_tables(summary), summary)
     if plots:
         from .plots import plot_curves
 
