@@ -38,6 +38,8 @@ from .model import (
 )
 from .pretrained import KEY_MATCHING, load_pretrained, match_state_dict_in_order
 
+__version__ = "0.1.0"
+
 __all__ = [
     "INPUT",
     "KEY_MATCHING",
