@@ -48,6 +48,8 @@ from .pretrained import (
 )
 from .probe import UnsupportedLayoutError, probe_layers
 
+__version__ = "0.1.0"
+
 __all__ = [
     "INPUT",
     "KEY_MATCHING",
