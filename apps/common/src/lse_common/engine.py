@@ -41,10 +41,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +57,14 @@ from .checkpoint import find_latest, load_checkpoint, save_checkpoint
 from .distributed import DistInfo, all_gather_objects, broadcast_object, reduce_mean
 from .metrics_log import CSVLogger
 from .sampler import ResumableBatchSampler
+from .schedules import (
+    check_clip,
+    clip_gradients,
+    learning_rates,
+    rederive_schedule,
+    step_after_epoch,
+    step_after_update,
+)
 from .seeding import get_rng_state, set_rng_state
 
 __all__ = ["StepFn", "Trainer", "move_to_device", "unwrap_model"]
@@ -82,20 +88,6 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, tuple | list):
         return type(batch)(move_to_device(v, device) for v in batch)
     return batch
-
-
-def _is_timm_scheduler(scheduler: Any) -> bool:
-    return callable(getattr(scheduler, "step_update", None)) and callable(getattr(scheduler, "step", None))
-
-
-def _check_clip(name: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (value > 0 and math.isfinite(value))
-    ):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 class Trainer:
@@ -175,9 +167,9 @@ class Trainer:
                     f"grad_clip names param groups {unknown} that the optimizer lacks; its groups are named "
                     f"{sorted(n for n in names if n is not None)}"
                 )
-            grad_clip = {k: _check_clip(f"grad_clip[{k!r}]", v) for k, v in grad_clip.items()}
+            grad_clip = {k: check_clip(f"grad_clip[{k!r}]", v) for k, v in grad_clip.items()}
         elif grad_clip is not None:
-            grad_clip = _check_clip("grad_clip", grad_clip)
+            grad_clip = check_clip("grad_clip", grad_clip)
         if isinstance(frozen_epochs, bool) or not isinstance(frozen_epochs, int) or frozen_epochs < 0:
             raise ValueError(f"frozen_epochs must be an int >= 0, got {frozen_epochs!r}")
         if frozen_epochs > 0 and frozen_modules is None:
@@ -364,20 +356,7 @@ class Trainer:
 
     def _rederive_schedule(self) -> None:
         """After ``override_hparams``: bring a fresh scheduler to the current epoch and step."""
-        sched = self.scheduler
-        if sched is None:
-            return
-        if _is_timm_scheduler(sched):
-            sched.step(self.epoch)  # each one acts only on the unit the scheduler counts in
-            sched.step_update(num_updates=self.global_step)
-        elif isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            logger.info("ReduceLROnPlateau starts afresh after a resume with new hyper-parameters")
-        else:
-            n = self.epoch if self.scheduler_interval == "epoch" else self.global_step
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                for _ in range(n):
-                    sched.step()
+        rederive_schedule(self.scheduler, self.scheduler_interval, self.epoch, self.global_step)
 
     # -- loop ----------------------------------------------------------------------------------------
     def _autocast(self):
@@ -385,19 +364,9 @@ class Trainer:
             return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
-    def _clip(self) -> dict[str, float]:
-        if not isinstance(self.grad_clip, Mapping):
-            norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
-            return {"grad_norm": float(norm)}
-        out = {}
-        for name, max_norm in self.grad_clip.items():
-            params = [p for g in self.optimizer.param_groups if g.get("name") == name for p in g["params"]]
-            out[f"grad_norm/{name}"] = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        return out
-
     def _train_step(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         batch = move_to_device(batch, self.device)
-        lrs = self._lrs()  # the learning rates this step uses
+        lrs = learning_rates(self.optimizer)  # the learning rates this step uses
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             out = self.step_fn(self.model, batch)
@@ -408,50 +377,15 @@ class Trainer:
         metrics = {**lrs, **metrics}
         if self.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            metrics.update(self._clip())
+            metrics.update(clip_gradients(self.module, self.optimizer, self.grad_clip))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.global_step += 1
-        if self.scheduler is not None:
-            if _is_timm_scheduler(self.scheduler):
-                self.scheduler.step_update(num_updates=self.global_step)
-            elif self.scheduler_interval == "step":
-                self.scheduler.step()
+        step_after_update(self.scheduler, self.scheduler_interval, self.global_step)
         return loss.detach(), metrics
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
-
-    def _lrs(self) -> dict[str, float]:
-        out = {"lr": self._lr()}
-        for g in self.optimizer.param_groups:
-            if g.get("name") is not None:
-                out.setdefault(f"lr/{g['name']}", float(g["lr"]))
-        return out
-
-    def _step_scheduler_epoch(self, last_eval: Mapping[str, float]) -> None:
-        sched = self.scheduler
-        if sched is None:
-            return
-        timm = _is_timm_scheduler(sched)
-        plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
-        metric = None
-        if (plateau or (timm and self.scheduler_monitor is not None)) and (
-            self.scheduler_monitor is None or self.scheduler_monitor not in last_eval
-        ):
-            raise ValueError(
-                f"the scheduler needs scheduler_monitor naming one of eval_fn's outputs "
-                f"({sorted(last_eval)}), "
-                f"got {self.scheduler_monitor!r}"
-            )
-        if self.scheduler_monitor is not None and self.scheduler_monitor in last_eval:
-            metric = last_eval[self.scheduler_monitor]
-        if timm:
-            sched.step(self.epoch + 1, metric)
-        elif plateau:
-            sched.step(metric)
-        elif self.scheduler_interval == "epoch":
-            sched.step()
 
     def _log(self, row: dict[str, Any]) -> None:
         self.log.log(row)
@@ -543,7 +477,9 @@ class Trainer:
                 # end of epoch: evaluate, step the scheduler, checkpoint
                 if eval_fn is not None:
                     last_eval = self._evaluate(eval_fn, epochs)
-                self._step_scheduler_epoch(last_eval)
+                step_after_epoch(
+                    self.scheduler, self.scheduler_interval, self.scheduler_monitor, self.epoch, last_eval
+                )
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 self.save()
