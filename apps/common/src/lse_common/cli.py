@@ -18,6 +18,7 @@ torchrun only rank 0 logs below warnings. An error while a command runs ends it 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -147,6 +148,52 @@ class App:
         plain = Namespace({k: v for k, v in vars(_strip(cfg)).items() if k not in ("config", "verbose")})
         return parser.dump(plain, skip_validation=True)
 
+    def reference(self) -> str:
+        """The command-line reference of the app in Markdown: every subcommand, its extra arguments and
+        each option group as a table of flags, types, defaults (with the command's presets) and help.
+
+        The docs pages of the apps' command lines are this text (see ``docs/scripts/make_cli_reference.py``).
+        """
+        lines = [f"# `{self.prog}`", "", self.description, ""]
+        lines += [
+            "Each subcommand takes the option groups listed under it, as `--group.field VALUE` flags or as",
+            "YAML mappings in the file given with `--config` (flags after it win); `--print_config` prints",
+            "the resolved options as YAML. Generated from the options themselves.",
+            "",
+        ]
+        for name, cmd in self.commands.items():
+            parser = self.command_parser(name)
+            lines += [f"## `{self.prog} {name}`", "", cmd.help + ".", ""]
+            skip = {"help", "config", "print_config", "verbose", *cmd.groups}
+            extras = [
+                a
+                for a in parser._actions  # argparse keeps no public list of a parser's arguments
+                if a.option_strings and a.dest not in skip and a.dest.split(".")[0] not in cmd.groups
+            ]
+            if extras:
+                lines += ["| argument | default | |", "|---|---|---|"]
+                for a in extras:
+                    default = "required" if a.required else f"`{a.default!r}`"
+                    lines.append(f"| `{a.option_strings[0]}` | {default} | {_cell(a.help or '')} |")
+                lines.append("")
+            for group, cls in cmd.groups.items():
+                summary, helps = _field_docs(cls)
+                presets = cmd.defaults.get(group, {})
+                lines += [f"### `{group}`: {summary}", ""]
+                lines += ["| option | type | default | |", "|---|---|---|---|"]
+                for f in dataclasses.fields(cls):
+                    if f.name in presets:
+                        default = presets[f.name]
+                    elif f.default is not dataclasses.MISSING:
+                        default = f.default
+                    else:
+                        default = f.default_factory()  # type: ignore[misc]
+                    kind = str(f.type).replace(" | ", " or ")
+                    text = _cell(helps.get(f.name, ""))
+                    lines.append(f"| `--{group}.{f.name}` | `{kind}` | `{default!r}` | {text} |")
+                lines.append("")
+        return "\n".join(lines)
+
     def main(self, argv: Sequence[str] | None = None) -> int:
         """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, and return its exit status."""
         parser = self.parser()
@@ -198,6 +245,22 @@ def _check_config_files(args: Sequence[str]) -> None:
             ) from err
 
 
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _field_docs(cls: type) -> tuple[str, dict[str, str]]:
+    """The first line of a dataclass's docstring and its ``Args:`` texts (base classes' too)."""
+    from docstring_parser import parse
+
+    helps: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass.__doc__ and dataclasses.is_dataclass(klass):
+            helps.update({p.arg_name: p.description or "" for p in parse(klass.__doc__).params})
+    summary = (cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip(".")
+    return summary, helps
+
+
 def _first_line(err: BaseException) -> str:
     text = " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
     return text or type(err).__name__
@@ -219,8 +282,6 @@ def _builtin_values(cfg: Namespace) -> Namespace:
     """``cfg`` with the restricted number types of jsonargparse (``PositiveFloat``...) turned into plain
     ``int`` and ``float`` inside every options dataclass, so that values pickle and compare as built-ins
     (an optimizer's state loads with ``weights_only=True``)."""
-    import dataclasses
-
     for key, value in vars(cfg).items():
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             for f in dataclasses.fields(value):
@@ -234,8 +295,6 @@ def _builtin_values(cfg: Namespace) -> Namespace:
 
 def _strip(cfg: Namespace) -> Namespace:
     """``cfg`` with dataclass instances turned back into namespaces (for dumping)."""
-    import dataclasses
-
     out = Namespace()
     for key, value in vars(cfg).items():
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
