@@ -18,9 +18,10 @@ def _pages():
 def test_reference_page_matches_the_options():
     pages = _pages()
     assert pages, "no reference pages"
+    remedy = "run python docs/scripts/make_cli_reference.py"
     for path, text in pages.items():
-        assert path.is_file(), f"{path} is missing: run python docs/scripts/make_cli_reference.py"
-        assert path.read_text() == text, f"{path} is out of date: run python docs/scripts/make_cli_reference.py"
+        assert path.is_file(), f"{path} is missing: {remedy}"
+        assert path.read_text() == text, f"{path} is out of date: {remedy}"
 
 
 def test_reference_lists_every_option_of_every_subcommand():
