@@ -47,19 +47,19 @@ from .generator import sample_factors
 from .models import DigitClassifier, build_model
 from .options import MnistEval
 
-__all__ = ["eval_settings", "evaluate_run", "evaluate_runs", "load_run", "result_file"]
+__all__ = ["eval_settings", "evaluate_run", "evaluate_runs", "load_run", "result_file", "run_config"]
 
 logger = logging.getLogger(__name__)
 
 STREAM_INV, STREAM_BUCKET, STREAM_CURVE = 10, 20, 40
 
 
-def load_run(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, DigitClassifier, Path]:
-    """The training options, the trained model and the weights file of a run folder.
+def run_config(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, Path]:
+    """The training options of a run folder (from its ``config.yaml``) and its weights file.
 
     Args:
         run_dir: the run folder.
-        ev: evaluation options whose ``data_dir`` / ``test_size`` replace the run's.
+        ev: evaluation options whose ``data_dir`` replaces the run's data folder.
 
     Raises:
         FileNotFoundError: if the folder has no ``config.yaml`` or no weights.
@@ -73,8 +73,13 @@ def load_run(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, Dig
     cfg = APP.load("train", config)
     if ev is not None and ev.data_dir:
         cfg.data.dir = ev.data_dir
+    return cfg, run_weights(run)
+
+
+def load_run(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, DigitClassifier, Path]:
+    """`run_config` and the trained model built from it, with the run's weights loaded."""
+    cfg, weights = run_config(run_dir, ev)
     model = build_model(cfg.model, cfg.data.size, cfg.method, cfg.canon, for_training=False)
-    weights = run_weights(run)
     load_checkpoint(weights, model)
     return cfg, model, weights
 
@@ -112,18 +117,20 @@ def evaluate_runs(runs: list[str], ev: MnistEval, runtime: RuntimeOptions) -> li
     try:
         results = []
         for run in runs:
-            stored = None
-            if not ev.force and info.is_main:
-                cfg, _, weights = load_run(run, ev)
-                stored = load_stored_result(
-                    Path(run) / result_file(ev),
-                    settings=eval_settings(cfg, ev),
-                    digest=weights_digest(weights),
-                )
+            stored, digest = None, None
+            if info.is_main:
+                cfg, weights = run_config(run, ev)
+                digest = weights_digest(weights)
+                if not ev.force:
+                    stored = load_stored_result(
+                        Path(run) / result_file(ev), settings=eval_settings(cfg, ev), digest=digest
+                    )
                 if stored is not None:
                     logger.info("%s: reusing its %s (same weights and settings)", run, result_file(ev))
-            stored = broadcast_object(stored)
-            results.append(stored if stored is not None else evaluate_run(run, ev, runtime, info=info))
+            stored, digest = broadcast_object((stored, digest))
+            if stored is None:
+                stored = evaluate_run(run, ev, runtime, info=info, digest=digest)
+            results.append(stored)
         return results
     finally:
         cleanup_distributed()
@@ -135,10 +142,17 @@ def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device)
 
 @torch.no_grad()
 def evaluate_run(
-    run_dir: str | Path, ev: MnistEval, runtime: RuntimeOptions, *, info: Any = None, write: bool = True
+    run_dir: str | Path,
+    ev: MnistEval,
+    runtime: RuntimeOptions,
+    *,
+    info: Any = None,
+    write: bool = True,
+    digest: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate one run on this process's block of scenes; every process returns the whole result (see the
-    module docstring). Rank 0 stores ``eval.json`` and draws the learned warps (with ``write``)."""
+    module docstring). Rank 0 stores ``eval.json`` and draws the learned warps (with ``write``); ``digest``
+    is the weights' SHA-256 when the caller has it already."""
     info = info or init_distributed(runtime.device)
     device = info.device
     cfg, model, weights = load_run(run_dir, ev)
@@ -224,7 +238,7 @@ def evaluate_run(
         "curve_acc": torch.atleast_1d(curve["accuracy"]).tolist()[: len(ev.curve_scales)],
         "settings": eval_settings(cfg, ev),
         "weights": str(weights),
-        "weights_sha256": weights_digest(weights),
+        "weights_sha256": digest or weights_digest(weights),
         "processes": info.world_size,
     }
     if write and info.is_main:
