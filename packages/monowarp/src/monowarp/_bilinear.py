@@ -1,0 +1,316 @@
+r"""The piecewise-bilinear kernel behind `monowarp.MonotoneScale`: evaluation and exact inversion.
+
+The map is the bilinear interpolation of a control mesh `(B, M+1, N+1, 2)` over the cells
+$[x_i, x_{i+1}] \times [y_j, y_{j+1}]$: on a cell with local coordinates $u, v \in [0, 1]$,
+$l = a + e\,u + f\,v + g\,uv$ (appendix A2.2, eqs. A26-A29). Inverting it at a target $q$ takes two steps:
+
+* locate the cell: the images of the grid lines are polylines that are graphs over the other axis
+  (column lines $x = f_i(y)$, row lines $y = g_j(x)$), so counting the polylines at or left of (below) $q$
+  gives the cell index exactly. On a pixel grid each column polyline crosses every pixel row once and each
+  row polyline every pixel column once: the counts are cumulative sums of one scatter per polyline;
+* solve the cell: with $h = q - a$, $v$ solves $k_2 v^2 + k_1 v + k_0 = 0$ with $k_2 = g \times f$,
+  $k_1 = h \times g + e \times f$, $k_0 = h \times e$; the root is $v = -2 k_0 / (k_1 + \sqrt{\Delta})$, a
+  form without cancellation whose denominator is twice the (positive) Jacobian determinant at $(u, 0)$; then
+  $u = (h_x - f_x v) / (e_x + g_x v)$. $k_0$ and $k_1$ are affine in $q$, so a per-cell table holds their
+  coefficients and each target reads eleven numbers of its cell (one gather each), then runs about twenty
+  element-wise operations. The result is accurate to a few ulps (measured: < 1e-6 in float32, < 2e-15 in
+  float64 for slopes in [0.1, 10]); no iteration is needed.
+
+Gradients of the inverse with respect to the mesh and the targets are those of one Newton step at the
+(detached) solution with the Jacobian held fixed, which is exactly the implicit-function-theorem gradient
+(`NewtonStep`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._utils import hat_weights, interp1d, pixel_coordinates
+
+__all__ = [
+    "NewtonStep",
+    "cell_coefficients",
+    "count_below",
+    "cross",
+    "dense_bilinear",
+    "dense_cells",
+    "gather_cells",
+    "locate",
+    "solve_cells",
+]
+
+
+def cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """2-D cross product of `(..., 2)` vectors, `(...)`."""
+    return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+
+
+def cell_coefficients(mesh: torch.Tensor) -> torch.Tensor:
+    """Bilinear coefficients ``(a, e, f, g)`` of every cell, `(B, M, N, 8)` (each a 2-vector)."""
+    p00 = mesh[:, :-1, :-1]
+    p10 = mesh[:, :-1, 1:]
+    p01 = mesh[:, 1:, :-1]
+    p11 = mesh[:, 1:, 1:]
+    return torch.cat([p00, p10 - p00, p01 - p00, p11 - p10 - p01 + p00], dim=-1)
+
+
+def locate(points: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cell index `(B, P)` (row-major over `(M, N)`) and local coordinates `(B, P, 1)` of `(B, P, 2)`."""
+    sx = points[..., 0] * n
+    sy = points[..., 1] * m
+    with torch.no_grad():
+        i = sx.detach().floor().clamp_(0, n - 1)
+        j = sy.detach().floor().clamp_(0, m - 1)
+        cell = (j * n + i).long()
+    return cell, (sx - i)[..., None], (sy - j)[..., None]
+
+
+def gather_cells(coef: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+    """Rows of a per-cell table `(B, M, N, C)` at flat cell indices `(B, P)` -> `(B, P, C)`."""
+    b, m, n, c = coef.shape
+    table = coef.reshape(b, m * n, c)
+    return torch.gather(table, 1, cell[..., None].expand(*cell.shape, c))
+
+
+def count_below(line_t: torch.Tensor, line_s: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    r"""For polylines $s = h_k(t)$ (breakpoints ``line_t``, values ``line_s``, `(B, K, L)`) and points
+    ``(t, s)`` `(B, P)`, the number of polylines with $h_k(t) \le s$, `(B, P)` int64."""
+    b, k, _ = line_t.shape
+    if k == 0:
+        return torch.zeros_like(t, dtype=torch.long)
+    h = interp1d(line_t, line_s, t[:, None, :].expand(b, k, t.shape[1]))
+    return (h <= s[:, None, :]).sum(dim=1)
+
+
+def dense_cells(
+    knots_x: torch.Tensor, knots_y: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Cell column and row of $l^{-1}$ at every pixel of the grid ``xs`` `(W,)` x ``ys`` `(H,)`.
+
+    ``col[b, r, c]`` is the number of interior column polylines with $f_i(y_r) \le x_c$: each polyline is
+    evaluated once per pixel row and crosses it once, at the first pixel at or right of $f_i(y_r)$; rows
+    alike along the pixel columns. The counts are cumulative sums of one increment per crossing. Returns two
+    `(B, H, W)` integer tensors (uint8 for grids up to 255 x 255).
+    """
+    b, m1, n1 = knots_x.shape
+    n, m = n1 - 1, m1 - 1
+    h, w = ys.shape[0], xs.shape[0]
+    dev = xs.device
+    kind = torch.uint8 if max(n, m) <= 255 else torch.int32  # small counts: cheap passes
+    col = torch.zeros(b, h, w + 1, device=dev, dtype=kind)
+    if n > 1:
+        f = interp1d(knots_y[:, 1:n, :], knots_x[:, :, 1:n].transpose(1, 2), ys.expand(b, n - 1, h))
+        first = torch.searchsorted(
+            xs, f.transpose(1, 2).contiguous()
+        )  # (B, H, N-1): first column at or right
+        col.scatter_add_(2, first, torch.ones(first.shape, device=dev, dtype=kind))
+    row = torch.zeros(b, h + 1, w, device=dev, dtype=kind)
+    if m > 1:
+        g = interp1d(knots_x[:, 1:m, :], knots_y[:, :, 1:m].transpose(1, 2), xs.expand(b, m - 1, w))
+        first = torch.searchsorted(ys, g.contiguous())  # (B, M-1, W): first pixel row at or below
+        row.scatter_add_(1, first, torch.ones(first.shape, device=dev, dtype=kind))
+    col = torch.cumsum(col[:, :, :w], dim=2, dtype=kind)
+    row = torch.cumsum(row[:, :h, :], dim=1, dtype=kind)
+    return col, row
+
+
+def solve_cells(
+    mesh: torch.Tensor, col: torch.Tensor, row: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor
+) -> torch.Tensor:
+    """Invert the bilinear map of the cells ``(col, row)`` at the targets ``(qx, qy)``.
+
+    Args:
+        mesh: `(B, M+1, N+1, 2)` control mesh (may require grad).
+        col: `(B, *S)` integer cell column of every target.
+        row: `(B, *S)` integer cell row of every target.
+        qx: targets' x, broadcastable to `(B, *S)` (may require grad).
+        qy: targets' y, broadcastable to `(B, *S)`.
+
+    Returns:
+        `(B, *S, 2)` points. The solution is computed without autograd. When autograd is on and the mesh or a
+        target requires grad, it is wrapped in an autograd node whose backward pass is that of one Newton step
+        $p - J^{-1}(l(p) - q)$ at the detached solution with $J$ held fixed: exactly the
+        implicit-function-theorem gradient (see `NewtonStep`).
+    """
+    _, m1, n1, _ = mesh.shape
+    n, m = n1 - 1, m1 - 1
+    needs_grad = torch.is_grad_enabled() and (
+        mesh.requires_grad or (isinstance(qx, torch.Tensor) and (qx.requires_grad or qy.requires_grad))
+    )
+    with torch.no_grad():
+        table = _solve_table(cell_coefficients(mesh.detach())).reshape(17, -1)
+        qxd, qyd = qx.detach(), qy.detach()
+        if not needs_grad:
+            x, y, _ = _solve(table, col, row, qxd, qyd, (n, m), jacobian=False)
+            return torch.view_as_real(torch.complex(x, y))
+        x, y, (cell, u, v, jac) = _solve(table, col, row, qxd, qyd, (n, m), jacobian=True)
+        value = torch.view_as_real(torch.complex(x, y))
+    return NewtonStep.apply(cell_coefficients(mesh), qx, qy, value, cell.long(), u, v, jac, (n, m))
+
+
+def dense_bilinear(table: torch.Tensor, h: int, w: int, align_corners: bool) -> torch.Tensor:
+    """Bilinear interpolation of a `(B, M+1, N+1, C)` knot table at every pixel, `(B, H, W, C)`."""
+    b, m1, n1, c = table.shape
+    xs = pixel_coordinates(w, align_corners=align_corners, device=table.device, dtype=table.dtype)
+    ys = pixel_coordinates(h, align_corners=align_corners, device=table.device, dtype=table.dtype)
+    wx = hat_weights(xs, n1 - 1)  # (W, N+1)
+    wy = hat_weights(ys, m1 - 1)  # (H, M+1)
+    rows = torch.matmul(wy, table.reshape(b, m1, n1 * c))  # (B, H, (N+1) C)
+    kron = torch.kron(wx, torch.eye(c, device=table.device, dtype=table.dtype))  # (W C, (N+1) C)
+    out = torch.matmul(rows.reshape(b * h, n1 * c), kron.t())
+    return out.reshape(b, h, w, c)
+
+
+class NewtonStep(torch.autograd.Function):
+    """The gradient of one Newton step $p = p_0 - J^{-1}(l(p_0) - q)$ at a detached solution $p_0$.
+
+    The value is the solution $p_0$ itself (computed by the caller; at the solution the step's value is $p_0$
+    up to rounding, the closed form being accurate to a few ulps). The backward pass treats $p_0$ and $J$ as
+    constants, which gives exactly the implicit-function-theorem gradient at the solution: with respect to the
+    cell coefficients ``(a, e, f, g)`` through $l(p_0) = a + e u + f v + g u v$, summed per cell, and with
+    respect to the targets $q$ as $J^{-1}$. Written by hand (instead of autograd through a per-pixel gather)
+    because the per-cell sums then become one segment reduction over runs of pixels that share a cell.
+    Second derivatives through this node are those of the step with $p_0$ and $J$ fixed.
+    """
+
+    @staticmethod
+    def forward(ctx, table, qx, qy, value, flat, u, v, jac, grid):  # type: ignore[override]
+        ctx.save_for_backward(flat, u, v, *jac)
+        ctx.grid = grid
+        ctx.table_shape = table.shape
+        ctx.q_shapes = (
+            qx.shape if isinstance(qx, torch.Tensor) else None,
+            qy.shape if isinstance(qy, torch.Tensor) else None,
+        )
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        flat, u, v, lux, luy, lvx, lvy, det = ctx.saved_tensors
+        n, m = ctx.grid
+        gpx = grad[..., 0] / n
+        gpy = grad[..., 1] / m
+        # d loss / d r with r = l(p0) - q and p = p0 - J^-1 r (J^-1 = [[lvy, -lvx], [-luy, lux]] / det).
+        wrx = (gpy * luy - gpx * lvy) / det
+        wry = (gpx * lvx - gpy * lux) / det
+        grad_table = qx_grad = qy_grad = None
+        if ctx.needs_input_grad[0]:
+            # Weights of the coefficients (a, e, f, g) x (x, y) of each point: (1, u, v, uv) x (wrx, wry).
+            basis = torch.stack([torch.ones_like(u), u, v, u * v]).reshape(4, 1, -1)
+            wr = torch.stack([wrx, wry]).reshape(1, 2, -1)
+            weights = (basis * wr).reshape(8, -1)  # rows: ax, ay, ex, ey, fx, fy, gx, gy
+            sums = _segment_sums(flat, weights, ctx.table_shape[:-1].numel())  # (8, B*M*N)
+            grad_table = sums.t().reshape(ctx.table_shape)
+        if ctx.needs_input_grad[1]:
+            qx_grad = _sum_to(-wrx, ctx.q_shapes[0])
+        if ctx.needs_input_grad[2]:
+            qy_grad = _sum_to(-wry, ctx.q_shapes[1])
+        return grad_table, qx_grad, qy_grad, None, None, None, None, None, None
+
+
+# ------------------------------------------------------------------------------------------------- private
+def _solve(
+    table: torch.Tensor,
+    col: torch.Tensor,
+    row: torch.Tensor,
+    qx: torch.Tensor,
+    qy: torch.Tensor,
+    grid: tuple[int, int],
+    *,
+    jacobian: bool,
+) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """The closed-form solve of `solve_cells`, without autograd; few large buffers, reused in place.
+
+    Returns ``x, y`` and, with ``jacobian``, the flat cell index over the batch, ``u, v`` and the Jacobian
+    ``(lux, luy, lvx, lvy, det)`` at the solution for `NewtonStep`.
+    """
+    n, m = grid
+    shape = col.shape
+    dtype = table.dtype
+    offsets = torch.arange(shape[0], device=col.device, dtype=torch.int32) * (n * m)
+    cell = row.to(torch.int32).mul_(n).add_(col).add_(offsets.view(-1, *([1] * (col.dim() - 1)))).view(-1)
+
+    def read(k: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        if out is None:
+            return table[k].index_select(0, cell).view(shape)
+        return torch.index_select(table[k], 0, cell, out=out.view(-1)).view(shape)
+
+    # v = k0' / (k1 + sqrt(k1^2 + 2 k0' k2)), k0' = -2 k0 = c0 + c1 qx + c2 qy, k1 = d0 + d1 qx + d2 qy.
+    k0 = read(1).mul_(qx)
+    tmp = read(0)
+    k0.add_(tmp).addcmul_(read(2, tmp), qy)
+    k1 = read(4).mul_(qx).add_(read(3, tmp)).addcmul_(read(5, tmp), qy)
+    den = read(6, tmp).mul_(k0).mul_(2).addcmul_(k1, k1).clamp_min_(0).sqrt_().add_(k1)
+    v = k0.div_(den.clamp_min_(torch.finfo(dtype).tiny)).clamp_(0, 1)
+    # x = x_i + u / N with u = (h_x - f_x v) / (e_x + g_x v), the cell origin folded into the table.
+    den = read(10, tmp).mul_(v).add_(read(9, k1))
+    num = read(8, k1).mul_(v).neg_().add_(qx)
+    y = row.to(dtype).add_(v).div_(m)
+    x = num.sub_(read(7, None if jacobian else v)).div_(den).clamp_(0, 1)
+    if not jacobian:
+        return x, y, ()
+    ex, ey, fx, fy, gx, gy = (read(k) for k in range(11, 17))
+    u = torch.mul(x, n).sub_(col)
+    lux, luy = torch.addcmul(ex, gx, v), torch.addcmul(ey, gy, v)
+    lvx, lvy = torch.addcmul(fx, gx, u), torch.addcmul(fy, gy, u)
+    det = lux * lvy - luy * lvx
+    det = torch.where(det.abs() > 0, det, torch.ones_like(det))
+    return x, y, (cell, u, v, (lux, luy, lvx, lvy, det))
+
+
+def _solve_table(coef: torch.Tensor) -> torch.Tensor:
+    """Per-cell coefficients of the closed-form inverse, `(17, B, M * N)` (one contiguous plane each).
+
+    Planes: ``c0, c1, c2`` of $k_0' = -2 k_0$, ``d0, d1, d2`` of $k_1$ (affine in the target), $k_2$,
+    then ``A, F, E, G`` of $x = (q_x - A - F v) / (E + G v)$ (the cell origin folded in), then
+    ``ex, ey, fx, fy, gx, gy`` for the Jacobian.
+    """
+    b, m, n, _ = coef.shape
+    ax, ay, ex, ey, fx, fy, gx, gy = coef.unbind(-1)
+    i = torch.arange(n, device=coef.device, dtype=coef.dtype)
+    planes = [
+        -2 * (ay * ex - ax * ey),
+        -2 * ey,
+        2 * ex,
+        ay * gx - ax * gy + ex * fy - ey * fx,
+        gy,
+        -gx,
+        gx * fy - gy * fx,
+        ax - i * ex,
+        fx - i * gx,
+        n * ex,
+        n * gx,
+        ex,
+        ey,
+        fx,
+        fy,
+        gx,
+        gy,
+    ]
+    return torch.stack(planes).reshape(len(planes), b, m * n).contiguous()
+
+
+def _segment_sums(index: torch.Tensor, weights: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-index sums ``out[:, k] = weights[:, index == k].sum(1)``, `(C, size)`, for ``index`` `(L,)` and
+    ``weights`` `(C, L)`.
+
+    Equivalent to ``index_add``, but scatters once per *run* of equal consecutive indices (the pixels of an
+    image row mostly share their cell), after a contiguous segment reduction. Differentiable in ``weights``.
+    """
+    c = weights.shape[0]
+    if index.numel() == 0:
+        return weights.new_zeros(c, size)
+    starts = torch.cat([index.new_zeros(1), torch.nonzero(index[1:] != index[:-1]).flatten() + 1])
+    lengths = torch.diff(starts, append=starts.new_full((1,), index.numel()))
+    runs = torch.segment_reduce(weights, "sum", lengths=lengths.expand(c, -1).contiguous(), axis=1)
+    return weights.new_zeros(c, size).index_add(1, index[starts], runs)
+
+
+def _sum_to(t: torch.Tensor, shape: torch.Size | None) -> torch.Tensor:
+    """Sum a broadcast gradient back to ``shape``."""
+    assert shape is not None
+    lead = t.dim() - len(shape)
+    dims = tuple(range(lead)) + tuple(
+        lead + k for k, s in enumerate(shape) if s == 1 and t.shape[lead + k] != 1
+    )
+    return t.sum(dim=dims, keepdim=True).reshape(shape) if dims else t
