@@ -143,9 +143,9 @@ def solve_cells(
         if not needs_grad:
             x, y, _ = _solve(table, col, row, qxd, qyd, (n, m), jacobian=False)
             return torch.view_as_real(torch.complex(x, y))
-        x, y, (cell, u, v, jac) = _solve(table, col, row, qxd, qyd, (n, m), jacobian=True)
+        x, y, inv_jac = _solve(table, col, row, qxd, qyd, (n, m), jacobian=True)
         value = torch.view_as_real(torch.complex(x, y))
-    return NewtonStep.apply(cell_coefficients(mesh), qx, qy, value, cell.long(), u, v, jac, (n, m))
+    return NewtonStep.apply(mesh, qx, qy, value, *inv_jac)
 
 
 def dense_bilinear(table: torch.Tensor, h: int, w: int, align_corners: bool) -> torch.Tensor:
@@ -162,22 +162,26 @@ def dense_bilinear(table: torch.Tensor, h: int, w: int, align_corners: bool) -> 
 
 
 class NewtonStep(torch.autograd.Function):
-    """The gradient of one Newton step $p = p_0 - J^{-1}(l(p_0) - q)$ at a detached solution $p_0$.
+    r"""The gradient of one Newton step $p = p_0 - J^{-1}(l(p_0) - q)$ at a detached solution $p_0$.
 
     The value is the solution $p_0$ itself (computed by the caller; at the solution the step's value is $p_0$
     up to rounding, the closed form being accurate to a few ulps). The backward pass treats $p_0$ and $J$ as
-    constants, which gives exactly the implicit-function-theorem gradient at the solution: with respect to the
-    cell coefficients ``(a, e, f, g)`` through $l(p_0) = a + e u + f v + g u v$, summed per cell, and with
-    respect to the targets $q$ as $J^{-1}$. Written by hand (instead of autograd through a per-pixel gather)
-    because the per-cell sums then become one segment reduction over runs of pixels that share a cell.
-    Second derivatives through this node are those of the step with $p_0$ and $J$ fixed.
+    constants, which gives exactly the implicit-function-theorem gradient at the solution: with
+    $w = -J^{-\top} \bar p$, the gradient with respect to the targets is $-w$ and the one with respect to the
+    control mesh is $w$ spread onto the mesh with the bilinear weights of $p_0$ (the map is the bilinear
+    interpolation of the mesh), i.e. the input gradient of ``grid_sample`` at $p_0$: one fused pass instead
+    of per-cell sums. Second derivatives through this node are those of the step with $p_0$ and $J$ fixed.
+
+    Inputs: the mesh `(B, M+1, N+1, 2)`, the targets ``qx``, ``qy`` (broadcastable to `(B, *S)`), the
+    solution `(B, *S, 2)` and the entries of $J^{-1}$ with respect to the point,
+    ``(i_xx, i_xy, i_yx, i_yy)`` (row: coordinate of $p$, column: coordinate of $l$), each `(B, *S)`.
     """
 
     @staticmethod
-    def forward(ctx, table, qx, qy, value, flat, u, v, jac, grid):  # type: ignore[override]
-        ctx.save_for_backward(flat, u, v, *jac)
-        ctx.grid = grid
-        ctx.table_shape = table.shape
+    def forward(ctx, mesh, qx, qy, value, iux, iuy, ivx, ivy):  # type: ignore[override]
+        ctx.save_for_backward(value, iux, iuy, ivx, ivy)
+        ctx.mesh_shape = mesh.shape
+        ctx.mesh_dtype = mesh.dtype
         ctx.q_shapes = (
             qx.shape if isinstance(qx, torch.Tensor) else None,
             qy.shape if isinstance(qy, torch.Tensor) else None,
@@ -186,26 +190,33 @@ class NewtonStep(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        flat, u, v, lux, luy, lvx, lvy, det = ctx.saved_tensors
-        n, m = ctx.grid
-        gpx = grad[..., 0] / n
-        gpy = grad[..., 1] / m
-        # d loss / d r with r = l(p0) - q and p = p0 - J^-1 r (J^-1 = [[lvy, -lvx], [-luy, lux]] / det).
-        wrx = (gpy * luy - gpx * lvy) / det
-        wry = (gpx * lvx - gpy * lux) / det
-        grad_table = qx_grad = qy_grad = None
+        value, ixx, ixy, iyx, iyy = ctx.saved_tensors
+        b, m1, n1, _ = ctx.mesh_shape
+        gx, gy = grad[..., 0], grad[..., 1]
+        # w = d loss / d r for r = l(p0) - q and p = p0 - J^-1 r: w = -J^-T grad, written into one buffer.
+        if torch.is_grad_enabled():  # double backward: differentiable in ``grad``
+            wrx = -(ixx * gx + iyx * gy)
+            wry = -(ixy * gx + iyy * gy)
+            w_img = torch.stack([wrx.reshape(b, -1), wry.reshape(b, -1)], dim=1).reshape(b, 2, 1, -1)
+        else:
+            w_img = torch.empty(b, 2, 1, ixx[0].numel(), device=grad.device, dtype=grad.dtype)
+            wrx = w_img[:, 0, 0].view(ixx.shape)
+            wry = w_img[:, 1, 0].view(ixx.shape)
+            torch.mul(ixx, gx, out=wrx).addcmul_(iyx, gy).neg_()
+            torch.mul(ixy, gx, out=wry).addcmul_(iyy, gy).neg_()
+        grad_mesh = qx_grad = qy_grad = None
         if ctx.needs_input_grad[0]:
-            # Weights of the coefficients (a, e, f, g) x (x, y) of each point: (1, u, v, uv) x (wrx, wry).
-            basis = torch.stack([torch.ones_like(u), u, v, u * v]).reshape(4, 1, -1)
-            wr = torch.stack([wrx, wry]).reshape(1, 2, -1)
-            weights = (basis * wr).reshape(8, -1)  # rows: ax, ay, ex, ey, fx, fy, gx, gy
-            sums = _segment_sums(flat, weights, ctx.table_shape[:-1].numel())  # (8, B*M*N)
-            grad_table = sums.t().reshape(ctx.table_shape)
+            grid = value.reshape(b, 1, -1, 2) * 2 - 1
+            mesh_img = torch.zeros(b, 2, m1, n1, device=grad.device, dtype=ctx.mesh_dtype)
+            grad_img, _ = torch.ops.aten.grid_sampler_2d_backward(
+                w_img, mesh_img, grid, 0, 1, True, [True, False]
+            )  # bilinear, border padding, align_corners=True: the mesh knots sit at the cell corners
+            grad_mesh = grad_img.permute(0, 2, 3, 1)
         if ctx.needs_input_grad[1]:
             qx_grad = _sum_to(-wrx, ctx.q_shapes[0])
         if ctx.needs_input_grad[2]:
             qy_grad = _sum_to(-wry, ctx.q_shapes[1])
-        return grad_table, qx_grad, qy_grad, None, None, None, None, None, None
+        return grad_mesh, qx_grad, qy_grad, None, None, None, None, None
 
 
 # ------------------------------------------------------------------------------------------------- private
@@ -221,8 +232,8 @@ def _solve(
 ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     """The closed-form solve of `solve_cells`, without autograd; few large buffers, reused in place.
 
-    Returns ``x, y`` and, with ``jacobian``, the flat cell index over the batch, ``u, v`` and the Jacobian
-    ``(lux, luy, lvx, lvy, det)`` at the solution for `NewtonStep`.
+    Returns ``x, y`` and, with ``jacobian``, the entries of the inverse Jacobian of $l$ with respect to the
+    point at the solution, ``(i_xx, i_xy, i_yx, i_yy)``, for `NewtonStep`.
     """
     n, m = grid
     shape = col.shape
@@ -253,9 +264,11 @@ def _solve(
     u = torch.mul(x, n).sub_(col)
     lux, luy = torch.addcmul(ex, gx, v), torch.addcmul(ey, gy, v)
     lvx, lvy = torch.addcmul(fx, gx, u), torch.addcmul(fy, gy, u)
-    det = lux * lvy - luy * lvx
-    det = torch.where(det.abs() > 0, det, torch.ones_like(det))
-    return x, y, (cell, u, v, (lux, luy, lvx, lvy, det))
+    # J^-1 in cell units is [[lvy, -lvx], [-luy, lux]] / det; x = x_i + u / N and y = y_j + v / M scale its
+    # rows by 1 / N and 1 / M. A zero determinant (a folded element) gives zeros, not infinities.
+    rdet = (lux * lvy).sub_(luy * lvx).reciprocal_().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    rdx, rdy = rdet * (1 / n), rdet.mul_(1 / m)
+    return x, y, (lvy.mul_(rdx), lvx.mul_(rdx).neg_(), luy.mul_(rdy).neg_(), lux.mul_(rdy))
 
 
 def _solve_table(coef: torch.Tensor) -> torch.Tensor:
@@ -288,22 +301,6 @@ def _solve_table(coef: torch.Tensor) -> torch.Tensor:
         gy,
     ]
     return torch.stack(planes).reshape(len(planes), b, m * n).contiguous()
-
-
-def _segment_sums(index: torch.Tensor, weights: torch.Tensor, size: int) -> torch.Tensor:
-    """Per-index sums ``out[:, k] = weights[:, index == k].sum(1)``, `(C, size)`, for ``index`` `(L,)` and
-    ``weights`` `(C, L)`.
-
-    Equivalent to ``index_add``, but scatters once per *run* of equal consecutive indices (the pixels of an
-    image row mostly share their cell), after a contiguous segment reduction. Differentiable in ``weights``.
-    """
-    c = weights.shape[0]
-    if index.numel() == 0:
-        return weights.new_zeros(c, size)
-    starts = torch.cat([index.new_zeros(1), torch.nonzero(index[1:] != index[:-1]).flatten() + 1])
-    lengths = torch.diff(starts, append=starts.new_full((1,), index.numel()))
-    runs = torch.segment_reduce(weights, "sum", lengths=lengths.expand(c, -1).contiguous(), axis=1)
-    return weights.new_zeros(c, size).index_add(1, index[starts], runs)
 
 
 def _sum_to(t: torch.Tensor, shape: torch.Size | None) -> torch.Tensor:
