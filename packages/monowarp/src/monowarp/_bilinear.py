@@ -138,7 +138,7 @@ def solve_cells(
         mesh.requires_grad or (isinstance(qx, torch.Tensor) and (qx.requires_grad or qy.requires_grad))
     )
     with torch.no_grad():
-        table = _solve_table(cell_coefficients(mesh.detach())).reshape(17, -1)
+        table = _solve_table(cell_coefficients(mesh.detach())).reshape(12, -1)
         qxd, qyd = qx.detach(), qy.detach()
         if not needs_grad:
             x, y, _ = _solve(table, col, row, qxd, qyd, (n, m), jacobian=False)
@@ -247,23 +247,38 @@ def _solve(
         return torch.index_select(table[k], 0, cell, out=out.view(-1)).view(shape)
 
     # v = k0' / (k1 + sqrt(k1^2 + 2 k0' k2)), k0' = -2 k0 = c0 + c1 qx + c2 qy, k1 = d0 + d1 qx + d2 qy.
-    k0 = read(1).mul_(qx)
-    tmp = read(0)
-    k0.add_(tmp).addcmul_(read(2, tmp), qy)
-    k1 = read(4).mul_(qx).add_(read(3, tmp)).addcmul_(read(5, tmp), qy)
+    if jacobian:  # keep c1 = -2 e_y, c2 = 2 e_x, d1 = g_y, d2 = -g_x for the Jacobian
+        c1, c2, d1, d2 = read(1), read(2), read(4), read(5)
+        tmp = read(0)
+        k0 = torch.mul(c1, qx).add_(tmp).addcmul_(c2, qy)
+        k1 = torch.mul(d1, qx).add_(read(3, tmp)).addcmul_(d2, qy)
+    else:
+        k0 = read(1).mul_(qx)
+        tmp = read(0)
+        k0.add_(tmp).addcmul_(read(2, tmp), qy)
+        k1 = read(4).mul_(qx).add_(read(3, tmp)).addcmul_(read(5, tmp), qy)
     den = read(6, tmp).mul_(k0).mul_(2).addcmul_(k1, k1).clamp_min_(0).sqrt_().add_(k1)
     v = k0.div_(den.clamp_min_(torch.finfo(dtype).tiny)).clamp_(0, 1)
-    # x = x_i + u / N with u = (h_x - f_x v) / (e_x + g_x v), the cell origin folded into the table.
+    # x = x_i + u / N with u = (h_x - f_x v) / (e_x + g_x v), the cell origin folded into the table:
+    # x = (q_x - A - F v) / (E + G v) with A = a_x - i e_x, F = f_x - i g_x, E = N e_x, G = N g_x.
     den = read(10, tmp).mul_(v).add_(read(9, k1))
-    num = read(8, k1).mul_(v).neg_().add_(qx)
+    if jacobian:
+        f_col = read(8)
+        num = torch.mul(f_col, v).neg_().add_(qx)
+    else:
+        num = read(8, k1).mul_(v).neg_().add_(qx)
     y = row.to(dtype).add_(v).div_(m)
     x = num.sub_(read(7, None if jacobian else v)).div_(den).clamp_(0, 1)
     if not jacobian:
         return x, y, ()
-    ex, ey, fx, fy, gx, gy = (read(k) for k in range(11, 17))
-    u = torch.mul(x, n).sub_(col)
-    lux, luy = torch.addcmul(ex, gx, v), torch.addcmul(ey, gy, v)
-    lvx, lvy = torch.addcmul(fx, gx, u), torch.addcmul(fy, gy, u)
+    # Jacobian in cell units: l_u = e + g v, l_v = f + g u, with f_x = F + i g_x, so that
+    # l_v,x = F + g_x (i + u) = F + g_x x N.
+    xn = x * n
+    u = xn - col
+    lux = torch.mul(d2, v).neg_().add_(c2, alpha=0.5)
+    luy = torch.mul(d1, v).add_(c1, alpha=-0.5)
+    lvx = xn.mul_(d2).neg_().add_(f_col)
+    lvy = read(11).addcmul_(d1, u)
     # J^-1 in cell units is [[lvy, -lvx], [-luy, lux]] / det; x = x_i + u / N and y = y_j + v / M scale its
     # rows by 1 / N and 1 / M. A zero determinant (a folded element) gives zeros, not infinities.
     rdet = (lux * lvy).sub_(luy * lvx).reciprocal_().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
@@ -272,11 +287,11 @@ def _solve(
 
 
 def _solve_table(coef: torch.Tensor) -> torch.Tensor:
-    """Per-cell coefficients of the closed-form inverse, `(17, B, M * N)` (one contiguous plane each).
+    """Per-cell coefficients of the closed-form inverse, `(12, B, M * N)` (one contiguous plane each).
 
     Planes: ``c0, c1, c2`` of $k_0' = -2 k_0$, ``d0, d1, d2`` of $k_1$ (affine in the target), $k_2$,
-    then ``A, F, E, G`` of $x = (q_x - A - F v) / (E + G v)$ (the cell origin folded in), then
-    ``ex, ey, fx, fy, gx, gy`` for the Jacobian.
+    then ``A, F, E, G`` of $x = (q_x - A - F v) / (E + G v)$ (the cell origin folded in), then $f_y$ for the
+    Jacobian (its other entries follow from the planes above).
     """
     b, m, n, _ = coef.shape
     ax, ay, ex, ey, fx, fy, gx, gy = coef.unbind(-1)
@@ -293,12 +308,7 @@ def _solve_table(coef: torch.Tensor) -> torch.Tensor:
         fx - i * gx,
         n * ex,
         n * gx,
-        ex,
-        ey,
-        fx,
         fy,
-        gx,
-        gy,
     ]
     return torch.stack(planes).reshape(len(planes), b, m * n).contiguous()
 
