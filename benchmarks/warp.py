@@ -9,8 +9,10 @@ Sections:
    ``grid_sample`` whose grid requires grad as well.
 2. ``inverse_map`` against ``forward_map`` on the points of a 224x224 grid (generic points and the dense
    pixel-grid fast paths).
-3. Augmentation (``RandomMonotoneScale`` against kornia's thin-plate and elastic augmentations): a separate
-   section, filled in by the owner of ``monowarp.augmentation``.
+3. Augmentation: ``RandomMonotoneScale`` (both directions) against kornia's ``RandomThinPlateSpline``,
+   ``RandomElasticTransform`` and ``RandomAffine`` on the same ``(16, 3, 224, 224)`` batch, ``p=1``.
+
+The run ends with the targets of the speed issue next to the ratios measured in this run.
 
 Candidates of a comparison run alternately in several rounds; the table shows the median time over rounds and
 the median of the per-round ratios. On CPU the clock is the CPU time of the process by default (``--clock``),
@@ -18,7 +20,7 @@ which, with the ratios, keeps the numbers meaningful on a shared machine.
 
 Usage::
 
-    python benchmarks/warp.py            # full run
+    python benchmarks/warp.py --threads 2   # full run (the targets are stated for 2 threads on CPU)
     python benchmarks/warp.py --quick    # fewer rounds, shorter timing blocks
     python benchmarks/warp.py --threads 4 --device cuda
 """
@@ -39,6 +41,19 @@ from monowarp import MonotoneScale, sample_monotone_scale, unwarp, warp
 
 SIZES = ((32, 64, 56, 56), (16, 3, 224, 224))
 Row = tuple[str, str, float, str]  # (section/config, candidate, median ms, ratio text)
+
+#: Ratios measured in this run, by target name (filled by the sections, read by `print_targets`).
+MEASURED: dict[str, list[float]] = {}
+
+#: The targets: (name, description, comparison, bound). The ratio is `MEASURED[name]` (max over configs).
+TARGETS = (
+    ("tps", "TPS time / RandomMonotoneScale time (ours faster)", ">=", 5.0),
+    ("elastic", "elastic time / RandomMonotoneScale time (ours faster)", ">=", 5.0),
+    ("affine", "RandomMonotoneScale time / RandomAffine time", "<=", 2.0),
+    ("warp_vs_unwarp", "warp / unwarp, fwd+bwd, grads for x and params, 224", "<=", 1.5),
+    ("dense_inverse", "dense_inverse_map / dense_map, 16x224x224", "<=", 4.0),
+    ("unwarp_vs_grid_sample", "unwarp / bare grid_sample (max over configs)", "<=", 1.15),
+)
 
 
 CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -136,11 +151,18 @@ def _warp_rows(
     }
     pairs = [("unwarp", floor), ("warp (exact inverse)", "unwarp")]
     med, rat = compare(cands, pairs, rounds=args.rounds, min_run_time=args.min_run_time, device=device)
+    MEASURED.setdefault("unwarp_vs_grid_sample", []).append(rat[("unwarp", floor)])
+    if "224" in cfg and "params" in cfg:
+        MEASURED.setdefault("warp_vs_unwarp", []).append(rat[("warp (exact inverse)", "unwarp")])
     return [
         (cfg, floor, med[floor], "1.00 (floor)"),
         (cfg, "unwarp", med["unwarp"], f"{rat[('unwarp', floor)]:.2f} x grid_sample"),
-        (cfg, "warp (exact inverse)", med["warp (exact inverse)"],
-         f"{rat[('warp (exact inverse)', 'unwarp')]:.2f} x unwarp"),
+        (
+            cfg,
+            "warp (exact inverse)",
+            med["warp (exact inverse)"],
+            f"{rat[('warp (exact inverse)', 'unwarp')]:.2f} x unwarp",
+        ),
     ]
 
 
@@ -171,37 +193,49 @@ def bench_maps(args: argparse.Namespace, device: torch.device) -> list[Row]:
         min_run_time=args.min_run_time,
         device=device,
     )
+    MEASURED.setdefault("dense_inverse", []).append(rat[("dense_inverse_map(size)", "dense_map(size)")])
     return [
         (cfg, "forward_map(points)", med["forward_map(points)"], "1.00"),
-        (cfg, "inverse_map(points)", med["inverse_map(points)"],
-         f"{rat[('inverse_map(points)', 'forward_map(points)')]:.2f} x forward_map"),
+        (
+            cfg,
+            "inverse_map(points)",
+            med["inverse_map(points)"],
+            f"{rat[('inverse_map(points)', 'forward_map(points)')]:.2f} x forward_map",
+        ),
         (cfg, "dense_map(size)", med["dense_map(size)"], "1.00"),
-        (cfg, "dense_inverse_map(size)", med["dense_inverse_map(size)"],
-         f"{rat[('dense_inverse_map(size)', 'dense_map(size)')]:.2f} x dense_map"),
+        (
+            cfg,
+            "dense_inverse_map(size)",
+            med["dense_inverse_map(size)"],
+            f"{rat[('dense_inverse_map(size)', 'dense_map(size)')]:.2f} x dense_map",
+        ),
     ]
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Section 3: augmentation. RandomMonotoneScale vs kornia's RandomThinPlateSpline and RandomElasticTransform
-# on the same batch.
+# Section 3: augmentation. RandomMonotoneScale vs kornia's RandomThinPlateSpline, RandomElasticTransform and
+# RandomAffine on the same batch.
 # ---------------------------------------------------------------------------------------------------------
 def bench_augmentation(args: argparse.Namespace, device: torch.device) -> list[Row]:
-    """Section 3: ``RandomMonotoneScale`` vs kornia's thin-plate and elastic augmentations.
+    """Section 3: ``RandomMonotoneScale`` vs kornia's thin-plate, elastic and affine augmentations.
 
-    All three with ``p=1`` on the same ``(16, 3, 224, 224)`` batch, no autograd; one call draws fresh
-    parameters and warps the batch (kornia's defaults otherwise; ``RandomMonotoneScale``:
-    ``scale_range=(0.5, 2.0)``, grid 4 x 4, exact inverse for ``S``). Ratios are the other
-    augmentation's time over ``RandomMonotoneScale``'s: above 1 means ``RandomMonotoneScale`` is faster.
+    All with ``p=1`` on the same ``(16, 3, 224, 224)`` batch, no autograd; one call draws fresh parameters and
+    warps the batch (kornia's defaults otherwise; ``RandomMonotoneScale``: ``scale_range=(0.5, 2.0)``, grid
+    4 x 4, its default direction ``"unwarp"``, and ``direction="warp"`` as a second row). Ratios are the
+    other augmentation's time over ``RandomMonotoneScale``'s: above 1 means ``RandomMonotoneScale`` is faster.
     """
     import kornia.augmentation as K
 
     b, c, h, w = 16, 3, 224, 224
     cfg = f"({b}, {c}, {h}, {w}) augmentation p=1"
     x = torch.rand(b, c, h, w, device=device)
+    ref = "RandomMonotoneScale"
     augs = {
-        "RandomMonotoneScale": monowarp.RandomMonotoneScale(p=1.0),
+        ref: monowarp.RandomMonotoneScale(p=1.0),
+        "RandomMonotoneScale(direction='warp')": monowarp.RandomMonotoneScale(p=1.0, direction="warp"),
         "RandomThinPlateSpline": K.RandomThinPlateSpline(p=1.0),
         "RandomElasticTransform": K.RandomElasticTransform(p=1.0),
+        "RandomAffine": K.RandomAffine(degrees=30.0, translate=(0.1, 0.1), scale=(0.8, 1.2), p=1.0),
     }
 
     def call(aug: torch.nn.Module) -> Callable[[], object]:
@@ -214,12 +248,33 @@ def bench_augmentation(args: argparse.Namespace, device: torch.device) -> list[R
         return run
 
     cands = {name: call(aug) for name, aug in augs.items()}
-    ref = "RandomMonotoneScale"
     others = [name for name in augs if name != ref]
     pairs = [(name, ref) for name in others]
     med, rat = compare(cands, pairs, rounds=args.rounds, min_run_time=args.min_run_time, device=device)
+    MEASURED["tps"] = [rat[("RandomThinPlateSpline", ref)]]
+    MEASURED["elastic"] = [rat[("RandomElasticTransform", ref)]]
+    MEASURED["affine"] = [1.0 / rat[("RandomAffine", ref)]]
     rows = [(cfg, n, med[n], f"{rat[(n, ref)]:.2f} x {ref}") for n in others]
     return [(cfg, ref, med[ref], "1.00"), *rows]
+
+
+def print_targets() -> None:
+    """The targets next to the ratios measured in this run (only those whose section ran)."""
+    lines = []
+    for name, text, op, bound in TARGETS:
+        if name not in MEASURED:
+            continue
+        ratio = max(MEASURED[name]) if op == "<=" else min(MEASURED[name])
+        met = ratio <= bound if op == "<=" else ratio >= bound
+        lines.append((text, f"{ratio:.2f}", f"{op} {bound:g}", "met" if met else "MISSED"))
+    if not lines:
+        return
+    w0 = max(len(t[0]) for t in lines)
+    print()
+    print(f"{'target':<{w0}}  {'measured':>8}  {'target':>7}")
+    print("-" * (w0 + 28))
+    for text, ratio, bound, met in lines:
+        print(f"{text:<{w0}}  {ratio:>8}  {bound:>7}  {met}")
 
 
 def print_table(rows: list[Row]) -> None:
@@ -274,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"unknown section {name!r}; choose from {sorted(sections)}")
         rows += sections[name](args, device)
     print_table(rows)
+    print_targets()
 
 
 if __name__ == "__main__":

@@ -43,6 +43,18 @@ def to_pixels(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return points * torch.tensor([width - 1, height - 1], dtype=points.dtype)
 
 
+DIRECTIONS = ["unwarp", "warp"]
+
+
+def moved(g: MonotoneScale, points: torch.Tensor, direction: str) -> torch.Tensor:
+    """Where a point goes under the augmentation: $l^{-1}(q)$ for ``"unwarp"``, $l(q)$ for ``"warp"``."""
+    return g.inverse_map(points) if direction == "unwarp" else g.forward_map(points)
+
+
+def resampled(x: torch.Tensor, g: MonotoneScale, direction: str, **kw) -> torch.Tensor:
+    return (monowarp.unwarp if direction == "unwarp" else monowarp.warp)(x, g, **kw)
+
+
 # ------------------------------------------------------------------------------------------------ smoke
 
 
@@ -122,9 +134,9 @@ def test_mixed_gate_leaves_skipped_samples_unchanged():
     assert 0 < int(applied.sum()) < 16
     assert torch.equal(out[~applied], x[~applied])
     assert ((out[applied] - x[applied]).abs().amax(dim=(1, 2, 3)) > 1e-3).all()
-    # the applied samples are exactly the warp of their own element
+    # the applied samples are exactly the resampling (S^-1 by default) by their own element
     g = element_of(aug._params)
-    assert torch.allclose(out[applied], monowarp.warp(x, g)[applied], atol=1e-6)
+    assert torch.allclose(out[applied], monowarp.unwarp(x, g)[applied], atol=1e-6)
     # and inverse only touches them too
     back = aug.inverse(out)
     assert torch.equal(back[~applied], x[~applied])
@@ -180,11 +192,14 @@ def test_scale_range_is_respected():
 # --------------------------------------------------------------------------------- masks and keypoints
 
 
-def test_mask_is_nearest_and_aligned_with_the_image():
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_mask_is_nearest_and_aligned_with_the_image(direction):
     torch.manual_seed(1)
     x = smooth_image(3, 1, 40, 56)
     mask = (x > 0.5).float()
-    seq = K.AugmentationSequential(RandomMonotoneScale(p=1.0), data_keys=["input", "mask"])
+    seq = K.AugmentationSequential(
+        RandomMonotoneScale(p=1.0, direction=direction), data_keys=["input", "mask"]
+    )
     img_out, mask_out = seq(mask.clone(), mask)  # the image *is* the mask, warped bilinearly
     assert set(mask_out.unique().tolist()) <= {0.0, 1.0}
     # same map, same align_corners: nearest of the mask == rounding of the bilinear image almost everywhere
@@ -192,7 +207,7 @@ def test_mask_is_nearest_and_aligned_with_the_image():
     assert disagree < 0.02
     # and exactly the nearest-neighbour warp by the stored element
     g = element_of(seq[0]._params)
-    assert torch.equal(mask_out, monowarp.warp(mask, g, mode="nearest"))
+    assert torch.equal(mask_out, resampled(mask, g, direction, mode="nearest"))
 
 
 def test_integer_label_mask_keeps_its_labels():
@@ -203,20 +218,23 @@ def test_integer_label_mask_keeps_its_labels():
     assert set(out.unique().tolist()) <= set(range(5))
 
 
-def test_keypoints_map_exactly():
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_keypoints_map_exactly(direction):
     torch.manual_seed(4)
     h, w = 30, 44
-    seq = K.AugmentationSequential(RandomMonotoneScale(p=1.0), data_keys=["input", "keypoints"])
+    aug = RandomMonotoneScale(p=1.0, direction=direction)
+    seq = K.AugmentationSequential(aug, data_keys=["input", "keypoints"])
     kps = torch.tensor([[[0.0, 0.0], [w - 1.0, h - 1.0], [10.3, 7.7], [30.0, 20.5]]]).repeat(2, 1, 1)
     _, kps_out = seq(torch.rand(2, 3, h, w), kps)
     g = element_of(seq[0]._params)
-    expected = to_pixels(g.forward_map(to_unit(kps, h, w)), h, w)
+    expected = to_pixels(moved(g, to_unit(kps, h, w), direction), h, w)
     assert torch.allclose(kps_out, expected, atol=1e-4)
     # the corners are fixed points of every element
     assert torch.allclose(kps_out[:, :2], kps[:, :2], atol=1e-4)
 
 
-def test_keypoint_on_a_bright_dot_lands_on_the_dot():
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_keypoint_on_a_bright_dot_lands_on_the_dot(direction):
     torch.manual_seed(5)
     h, w = 64, 96
     centres = torch.tensor([[20.0, 15.0], [70.0, 40.0], [50.0, 50.0]])
@@ -226,14 +244,14 @@ def test_keypoint_on_a_bright_dot_lands_on_the_dot():
     img = torch.zeros(1, 1, h, w)
     for cx, cy in centres:
         img[0, 0] = torch.maximum(img[0, 0], torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 2.0**2)))
-    aug = RandomMonotoneScale(scale_range=(0.6, 1.6), p=1.0)
+    aug = RandomMonotoneScale(scale_range=(0.6, 1.6), p=1.0, direction=direction)
     seq = K.AugmentationSequential(aug, data_keys=["input", "keypoints"])
     img_out, kps_out = seq(img, centres[None])
     assert not torch.allclose(kps_out, centres[None], atol=0.5)  # the dots did move
     # the warped image, read at the mapped keypoint, is the dot's peak (1) up to interpolation
     grid = (kps_out / torch.tensor([w - 1.0, h - 1.0]) * 2 - 1)[:, None]
     peak = torch.nn.functional.grid_sample(img_out, grid, align_corners=True)[0, 0, 0]
-    assert (peak > 0.85).all()  # (the wrong direction, l^-1(q), reads ~0 here)
+    assert (peak > 0.85).all()  # (the other map reads ~0 here)
     for k in range(3):
         # and the brightest pixel near it is within a pixel
         px, py = kps_out[0, k].tolist()
@@ -242,16 +260,17 @@ def test_keypoint_on_a_bright_dot_lands_on_the_dot():
         assert abs(idx % w - px) <= 1.0 and abs(idx // w - py) <= 1.0
 
 
-def test_keypoints_outside_the_image_move_with_the_border_and_invert_exactly():
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_keypoints_outside_the_image_move_with_the_border_and_invert_exactly(direction):
     torch.manual_seed(12)
     h, w = 20, 30
-    aug = RandomMonotoneScale(p=1.0)
+    aug = RandomMonotoneScale(p=1.0, direction=direction)
     aug(torch.rand(1, 1, h, w))
     kps = Keypoints(torch.tensor([[[-5.0, 7.0], [35.0, 12.0], [10.0, -3.0], [-2.0, 25.0], [12.0, 9.0]]]))
     out = aug.transform_keypoints(kps.clone(), aug._params, aug.flags).data
     g = element_of(aug._params)
     border = torch.tensor([[[0.0, 7.0], [29.0, 12.0], [10.0, 0.0], [0.0, 19.0], [12.0, 9.0]]])
-    moved_border = to_pixels(g.forward_map(to_unit(border, h, w)), h, w)
+    moved_border = to_pixels(moved(g, to_unit(border, h, w), direction), h, w)
     assert torch.allclose(out, moved_border + (kps.data - border), atol=1e-4)
     back = aug.inverse_keypoints(Keypoints(out), aug._params, aug.flags).data
     assert torch.allclose(back, kps.data, atol=1e-4)
@@ -273,17 +292,18 @@ def test_pipeline_with_kornia_geometric_augmentations_inverts():
     assert torch.allclose(kps_back, kps, atol=1e-3)
 
 
-def test_keypoints_align_corners_false():
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_keypoints_align_corners_false(direction):
     torch.manual_seed(6)
     h, w = 20, 30
-    aug = RandomMonotoneScale(p=1.0, align_corners=False)
+    aug = RandomMonotoneScale(p=1.0, align_corners=False, direction=direction)
     aug(torch.rand(1, 1, h, w))
     kps = Keypoints(torch.tensor([[[-0.5, -0.5], [w - 0.5, h - 0.5], [3.0, 4.0]]]))
     out = aug.transform_keypoints(kps, aug._params, aug.flags).data
     assert torch.allclose(out[0, :2], kps.data[0, :2], atol=1e-4)  # the image corners are fixed
     g = element_of(aug._params)
     unit = (kps.data + 0.5) / torch.tensor([w, h])
-    assert torch.allclose(out, g.forward_map(unit) * torch.tensor([w, h]) - 0.5, atol=1e-4)
+    assert torch.allclose(out, moved(g, unit, direction) * torch.tensor([w, h]) - 0.5, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------ inverse
@@ -315,22 +335,29 @@ def test_kornia_inverse_transform_hook_matches_inverse():
     assert torch.equal(aug.inverse_transform(out, aug.flags), aug.inverse(out))
 
 
-def test_container_forward_inverse_round_trip():
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_container_forward_inverse_round_trip(direction):
     torch.manual_seed(8)
     h, w = 48, 64
     x = smooth_image(4, 3, h, w)
     mask = (smooth_image(4, 1, h, w, seed=3) > 0.5).float()
     kps = torch.rand(4, 10, 2) * torch.tensor([w - 1.0, h - 1.0])
     seq = K.AugmentationSequential(
-        RandomMonotoneScale(scale_range=(0.7, 1.4), p=1.0), data_keys=["input", "mask", "keypoints"]
+        RandomMonotoneScale(scale_range=(0.7, 1.4), p=1.0, direction=direction),
+        data_keys=["input", "mask", "keypoints"],
     )
     img_out, mask_out, kps_out = seq(x, mask, kps)
     assert not torch.allclose(kps_out, kps, atol=0.1)
+    g = element_of(seq[0]._params)
+    assert torch.equal(mask_out, resampled(mask, g, direction, mode="nearest"))
     img_back, mask_back, kps_back = seq.inverse(img_out, mask_out, kps_out)
     assert (img_back - x).abs().mean() < 1e-2
     assert set(mask_back.unique().tolist()) <= {0.0, 1.0}
     assert (mask_back != mask).float().mean() < 0.02
     assert torch.allclose(kps_back, kps, atol=2e-3)  # float32 precision on pixel coordinates
+    # the inverse resamples the mask in the other direction, on the same element
+    other = "warp" if direction == "unwarp" else "unwarp"
+    assert torch.equal(mask_back, resampled(mask_out, g, other, mode="nearest"))
 
 
 def test_container_mixed_gate_and_replay():
@@ -356,17 +383,49 @@ def test_container_mixed_gate_and_replay():
     assert torch.allclose(kps_back, kps, atol=2e-3)
 
 
-def test_inverse_keypoints_float64_precision():
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_inverse_keypoints_float64_precision(direction):
     torch.manual_seed(10)
     h, w = 100, 150
-    aug = RandomMonotoneScale(p=1.0)
+    aug = RandomMonotoneScale(p=1.0, direction=direction)
     aug(torch.rand(3, 1, h, w, dtype=torch.float64))
     kps = Keypoints(
         torch.rand(3, 20, 2, dtype=torch.float64) * torch.tensor([w - 1.0, h - 1.0], dtype=torch.float64)
     )
     fwd = aug.transform_keypoints(kps.clone(), aug._params, aug.flags)
     back = aug.inverse_keypoints(fwd, aug._params, aug.flags)
-    assert torch.allclose(back.data, kps.data, atol=1e-7)
+    assert not torch.allclose(fwd.data, kps.data, atol=0.1)
+    # exact inverse: the round trip is at float64 precision (1e-10 in unit coordinates)
+    assert torch.allclose(back.data, kps.data, atol=1e-10 * max(h, w), rtol=0)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_direction_matches_the_functional_warps(direction):
+    torch.manual_seed(14)
+    aug = RandomMonotoneScale(p=1.0, direction=direction)
+    assert aug.direction == direction
+    x = smooth_image(3, 2, 24, 40)
+    out = aug(x)
+    g = element_of(aug._params)
+    assert torch.equal(out, resampled(x, g, direction))
+    other = "warp" if direction == "unwarp" else "unwarp"
+    assert torch.equal(aug.inverse(out), resampled(out, g, other))
+
+
+def test_directions_apply_inverse_elements():
+    """``"unwarp"`` with l equals ``"warp"`` with l^-1: S^-1(x; l) = S(x; l^-1), up to the exact inverse."""
+    torch.manual_seed(15)
+    x = smooth_image(2, 1, 48, 48, dtype=torch.float64)
+    aug = RandomMonotoneScale(p=1.0, direction="unwarp")
+    out = aug(x)
+    g = element_of(aug._params, dtype=torch.float64)
+    via_inverse = monowarp.sample_at(x, g.dense_map((48, 48)))
+    torch.testing.assert_close(out, via_inverse)
+    torch.testing.assert_close(out, monowarp.warp(x, g.inverse()), atol=1e-10, rtol=0)
+
+
+def test_default_direction_is_unwarp():
+    assert RandomMonotoneScale().direction == "unwarp"
 
 
 def test_gradient_flows_to_the_input():
@@ -396,6 +455,7 @@ def test_bad_scale_range(scale_range):
         ({"p": 1.5}, "p must"),
         ({"padding_mode": "wrap"}, "padding_mode"),
         ({"mode": "bicubic"}, "mode"),
+        ({"direction": "forward"}, "direction"),
     ],
 )
 def test_bad_arguments(kwargs, match):

@@ -298,6 +298,16 @@ def test_dense_inverse_map_gradcheck():
     )
 
 
+def test_inverse_map_double_backward():
+    """Second derivatives exist (those of the Newton step with the solution and the Jacobian held fixed)."""
+    g = _random(2, (2, 2), "cpu", torch.float64, seed=6)
+    params = g.to_params().requires_grad_(True)
+    out = MonotoneScale.from_params(params, grid=(2, 2)).dense_inverse_map((5, 6))
+    (grad,) = torch.autograd.grad((out**2).sum(), params, create_graph=True)
+    (hess_row,) = torch.autograd.grad(grad[0, 0], params)
+    assert torch.isfinite(hess_row).all() and hess_row.abs().sum() > 0
+
+
 def test_inverse_map_without_grad_is_detached():
     g = _random(1, (4, 4), "cpu", torch.float32)
     params = g.to_params().requires_grad_(True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -100,3 +102,111 @@ def test_distribution_is_not_degenerate():
     assert float(logs.std()) > 0.2
     # rows are drawn independently: neighbouring row functions differ
     assert float((g.knots_x[:, 1:] - g.knots_x[:, :-1]).abs().mean()) > 0.01
+
+
+# ------------------------------------------------------------------- the previous sampler, the reference
+def _reference_slopes(u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """The previous algorithm: the shift c found by 64 bisection steps."""
+    llo, lhi = math.log(lo), math.log(hi)
+    z = llo + (lhi - llo) * u
+    a = torch.full((*u.shape[:-1], 1), llo - lhi, dtype=u.dtype)
+    b = torch.full_like(a, lhi - llo)
+    for _ in range(64):
+        c = 0.5 * (a + b)
+        below = torch.exp(z + c).clamp(lo, hi).mean(dim=-1, keepdim=True) < 1
+        a = torch.where(below, c, a)
+        b = torch.where(below, b, c)
+    s = torch.exp(z + 0.5 * (a + b)).clamp(lo, hi)
+    return (s / s.mean(dim=-1, keepdim=True)).clamp(lo, hi)
+
+
+def _reference_knots(slopes: torch.Tensor) -> torch.Tensor:
+    k = slopes.shape[-1]
+    inner = torch.cumsum(slopes[..., :-1] / k, dim=-1)
+    return torch.cat([torch.zeros_like(slopes[..., :1]), inner, torch.ones_like(slopes[..., :1])], dim=-1)
+
+
+def reference_sampler(batch, grid, scale_range, generator, max_tries=16):
+    """The previous sampler: bisection per function, rejection round by round, blend fallback."""
+    n, m = grid
+    lo, hi = scale_range
+
+    def draw(k):
+        zx = torch.rand(k, m + 1, n, generator=generator, dtype=torch.float64)
+        zy = torch.rand(k, n + 1, m, generator=generator, dtype=torch.float64)
+        return _reference_knots(_reference_slopes(zx, lo, hi)), _reference_knots(
+            _reference_slopes(zy, lo, hi)
+        )
+
+    kx, ky = draw(batch)
+    ok = MonotoneScale(kx, ky, validate=False).is_invertible()
+    for _ in range(max_tries):
+        bad = (~ok).nonzero().flatten()
+        if bad.numel() == 0:
+            break
+        nx, ny = draw(bad.numel())
+        kx[bad], ky[bad] = nx, ny
+        ok[bad] = MonotoneScale(nx, ny, validate=False).is_invertible()
+    bad = (~ok).nonzero().flatten()
+    if bad.numel() > 0:
+        ident = MonotoneScale.identity(bad.numel(), (n, m), dtype=torch.float64)
+        bx, by = kx[bad], ky[bad]
+        done = torch.zeros(bad.numel(), dtype=torch.bool)
+        for t in (0.5, 0.75, 0.875, 0.9375, 1.0):
+            cx = (1 - t) * bx + t * ident.knots_x
+            cy = (1 - t) * by + t * ident.knots_y
+            take = MonotoneScale(cx, cy, validate=False).is_invertible() & ~done
+            bx = torch.where(take[:, None, None], cx, bx)
+            by = torch.where(take[:, None, None], cy, by)
+            done |= take
+        kx[bad], ky[bad] = bx, by
+    return MonotoneScale(kx, ky, validate=False)
+
+
+def _statistics(g: MonotoneScale, lo: float, hi: float) -> dict[str, torch.Tensor]:
+    """Per-item statistics of the log local scales (row and column slopes), `(B,)` each."""
+    sx, sy = _slopes(g)
+    logs = torch.cat([sx.flatten(1), sy.flatten(1)], dim=1).log()
+    width = math.log(hi) - math.log(lo)
+    return {
+        "mean": logs.mean(dim=1),
+        "std": logs.std(dim=1),
+        "near_low": (logs < math.log(lo) + 0.05 * width).double().mean(dim=1),
+        "near_high": (logs > math.log(hi) - 0.05 * width).double().mean(dim=1),
+    }
+
+
+@pytest.mark.parametrize(
+    ("scale_range", "grid"), [((0.5, 2.0), (4, 4)), ((0.25, 4.0), (6, 3)), ((0.8, 1.5), (4, 4))]
+)
+def test_distribution_matches_the_previous_sampler(scale_range, grid):
+    """Mean and spread of the log local scales and the mass near the range ends agree (sampling error)."""
+    lo, hi = scale_range
+    n = 3000
+    new = _statistics(
+        sample_monotone_scale(
+            n, grid, scale_range, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+        ),
+        lo,
+        hi,
+    )
+    old = _statistics(reference_sampler(n, grid, scale_range, torch.Generator().manual_seed(2)), lo, hi)
+    for key in new:
+        a, b = new[key], old[key]
+        stderr = math.sqrt((a.var() + b.var()) / n)
+        assert abs(float(a.mean() - b.mean())) < 4.5 * stderr + 1e-12, (key, float(a.mean()), float(b.mean()))
+
+
+@pytest.mark.parametrize("scale_range", [(0.5, 2.0), (0.05, 20.0), (1.0, 3.0), (0.3, 1.0), (0.9, 1.1)])
+def test_closed_form_shift_equals_the_bisection(scale_range):
+    """Item by item, on the same first-round draw, the closed form gives the bisection's slopes."""
+    gen = torch.Generator().manual_seed(3)
+    # max_tries=0: one candidate per item, so both samplers read the same uniform numbers; compare the items
+    # that the previous sampler accepted in its first round.
+    new = sample_monotone_scale(500, (4, 4), scale_range, generator=gen, dtype=torch.float64, max_tries=0)
+    gen = torch.Generator().manual_seed(3)
+    old = reference_sampler(500, (4, 4), scale_range, gen, max_tries=0)
+    ok = old.is_invertible()
+    assert int(ok.sum()) > 0
+    torch.testing.assert_close(new.knots_x[ok], old.knots_x[ok], atol=1e-12, rtol=0)
+    torch.testing.assert_close(new.knots_y[ok], old.knots_y[ok], atol=1e-12, rtol=0)

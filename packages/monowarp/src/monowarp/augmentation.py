@@ -1,11 +1,17 @@
 """Random monotone scaling as a kornia augmentation.
 
 Each sample of a batch draws its own element $l$ of the monotone scaling group from
-`monowarp.sample_monotone_scale` (every local scale factor within ``scale_range``) and is scaled by it,
-$S(I; l)(p) = I(l^{-1}(p))$ (eq. 13 of the paper): the content at $q$ moves to $l(q)$.
+`monowarp.sample_monotone_scale` (every local scale factor within ``scale_range``) and is scaled by it in one
+of two directions (``direction``):
+
+* ``"unwarp"`` (default): $S^{-1}(I; l)(p) = I(l(p)) = S(I; l^{-1})(p)$, the content at $q$ moves to
+  $l^{-1}(q)$. It needs only the forward map at the pixels, and it is the direction of the authors' Aug
+  baseline (their code samples the image at $l(p)$);
+* ``"warp"``: $S(I; l)(p) = I(l^{-1}(p))$ (eq. 13 of the paper), the content at $q$ moves to $l(q)$; it needs
+  the exact inverse $l^{-1}$ at every pixel.
+
 Images are resampled bilinearly, masks with nearest neighbour on the same map, keypoints are moved exactly
-to $l(q)$, and `RandomMonotoneScale.inverse` undoes the warp with $S^{-1}(I; l)(p) = I(l(p))$
-(keypoints: $l^{-1}$, exact to float precision).
+(by $l^{-1}$ or $l$, to float precision), and `RandomMonotoneScale.inverse` applies the other direction.
 
 The warp is not affine, so kornia's $3 \\times 3$ matrix machinery only ever sees identity matrices; every
 data type is transformed and inverted by this class's own handlers, which read the knots stored in the
@@ -16,7 +22,7 @@ the output exactly, also inside `kornia.augmentation.AugmentationSequential`.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from kornia.augmentation import GeometricAugmentationBase2D
@@ -33,6 +39,7 @@ __all__ = ["MonotoneScaleGenerator", "RandomMonotoneScale"]
 
 _PADDING_MODES = ("zeros", "border", "reflection")
 _MODES = ("bilinear", "nearest")
+_DIRECTIONS = ("unwarp", "warp")
 
 
 class MonotoneScaleGenerator(RandomGeneratorBase):
@@ -82,13 +89,14 @@ class MonotoneScaleGenerator(RandomGeneratorBase):
 class RandomMonotoneScale(GeometricAugmentationBase2D):
     r"""Randomly scale each image locally by a monotone scaling $l$ (eq. 13), with an exact inverse.
 
-    A kornia augmentation: images `(B, C, H, W)` (or `(C, H, W)`, `(H, W)`) are warped by
-    $S(I; l)(p) = I(l^{-1}(p))$, so the content at $q$ moves to $l(q)$; inside
+    A kornia augmentation: images `(B, C, H, W)` (or `(C, H, W)`, `(H, W)`) are resampled by
+    $S^{-1}(I; l)(p) = I(l(p))$ (``direction="unwarp"``, the default: the content at $q$ moves to $l^{-1}(q)$)
+    or by $S(I; l)(p) = I(l^{-1}(p))$ (``direction="warp"``: the content at $q$ moves to $l(q)$); inside
     `kornia.augmentation.AugmentationSequential` masks follow with nearest-neighbour resampling on the
     same map and the same ``align_corners``, and keypoints (pixel coordinates, kornia's convention: pixel
-    centres at integers, corners at `(0, 0)` and `(W - 1, H - 1)`) are moved exactly to $l(q)$.
-    ``inverse`` (of the module or of the container) undoes the warp: $S^{-1}(I; l)(p) = I(l(p))$ for images
-    and masks, $l^{-1}$ for keypoints. The parameters of the last call are kept in ``_params`` as the tensors
+    centres at integers, corners at `(0, 0)` and `(W - 1, H - 1)`) are moved exactly, to $l^{-1}(q)$ or
+    $l(q)$. ``inverse`` (of the module or of the container) applies the other direction to images and masks
+    and the other map to keypoints. The parameters of the last call are kept in ``_params`` as the tensors
     ``knots_x`` `(B, M+1, N+1)` and ``knots_y`` `(B, N+1, M+1)` (see `monowarp.MonotoneScale`);
     ``aug(x, params=aug._params)`` replays them exactly.
 
@@ -112,9 +120,13 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
             image in place, so it only matters for rounding at the border).
         mode: ``"bilinear"`` or ``"nearest"`` resampling of images (kornia's ``resample`` flag; masks always
             use nearest unless ``resample`` is overridden for them explicitly).
+        direction: ``"unwarp"`` applies $S^{-1}(\cdot; l) = S(\cdot; l^{-1})$, ``"warp"`` applies
+            $S(\cdot; l)$. Both draw $l$ from the same distribution; they differ in the element applied
+            ($l^{-1}$ or $l$, see the augmentation guide for what that changes) and in cost: ``"unwarp"``
+            needs only the forward map, ``"warp"`` the exact inverse at every pixel.
 
     Raises:
-        ValueError: a bad ``scale_range``, ``grid``, ``p``, ``padding_mode`` or ``mode``.
+        ValueError: a bad ``scale_range``, ``grid``, ``p``, ``padding_mode``, ``mode`` or ``direction``.
 
     Examples:
         >>> import torch
@@ -140,6 +152,7 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
         align_corners: bool = True,
         padding_mode: str = "border",
         mode: str = "bilinear",
+        direction: Literal["unwarp", "warp"] = "unwarp",
     ) -> None:
         scale_range = _check_scale_range(scale_range)
         grid = _check_grid(grid)
@@ -149,11 +162,14 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
             raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        if direction not in _DIRECTIONS:
+            raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
         if not isinstance(align_corners, bool):
             raise TypeError(f"align_corners must be a bool, got {type(align_corners).__name__}")
         super().__init__(p=float(p), same_on_batch=same_on_batch, p_batch=1.0, keepdim=keepdim)
         self.scale_range = scale_range
         self.grid = grid
+        self.direction = direction
         self._param_generator = MonotoneScaleGenerator(scale_range, grid)
         self._param_generator.set_rng_device_and_dtype(self.device, self.dtype)
         self.flags = {
@@ -185,7 +201,7 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
         flags: dict[str, Any],
         transform: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Warp images (or masks) `(B, C, H, W)` by $S(\\cdot; l)$ with each sample's element."""
+        """Resample images (or masks) `(B, C, H, W)` by each sample's element, in ``direction``."""
         return self._resample(input, params, flags, inverse=False)
 
     def apply_non_transform_mask(
@@ -204,7 +220,7 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
         flags: dict[str, Any],
         transform: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Warp masks `(B, C, H, W)` with the images' map (``transform_masks`` sets nearest resampling)."""
+        """Resample masks `(B, C, H, W)` on the images' map (``transform_masks`` sets nearest resampling)."""
         return self._resample(input, params, flags, inverse=False)
 
     def apply_transform_keypoint(
@@ -214,7 +230,8 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
         flags: dict[str, Any],
         transform: torch.Tensor | None = None,
     ) -> Keypoints:
-        """Move keypoints `(B, K, 2)` (pixels) exactly: a point at $q$ goes to $l(q)$."""
+        """Move keypoints `(B, K, 2)` (pixels) exactly: a point at $q$ goes to $l^{-1}(q)$ (``"unwarp"``) or
+        $l(q)$ (``"warp"``)."""
         return self._map_keypoints(input, params, flags, inverse=False)
 
     def apply_transform_box(
@@ -256,7 +273,7 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
         transform: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """Undo the warp of images (and, through ``inverse_masks``, of masks): $S^{-1}(I; l)(p) = I(l(p))$."""
+        """Undo the resampling of images (and, through ``inverse_masks``, of masks): the other direction."""
         in_tensor = self.transform_tensor(input)
         params, flags = self._process_kwargs_to_params_and_flags(
             self._params if params is None else params, flags, **kwargs
@@ -271,7 +288,7 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
         transform: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> Keypoints:
-        """Move keypoints back exactly: a point at $p$ goes to $l^{-1}(p)$ (skipped samples unchanged)."""
+        """Move keypoints back exactly, by the other map (skipped samples unchanged)."""
         params, flags = self._process_kwargs_to_params_and_flags(
             self._params if params is None else params, flags, **kwargs
         )
@@ -353,7 +370,8 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
         inverse: bool,
         gate: bool = True,
     ) -> torch.Tensor:
-        """Warp (``inverse=True``: unwarp) the gated samples of `(B, C, H, W)`; the others stay unchanged."""
+        """Resample the gated samples of `(B, C, H, W)` in ``direction`` (``inverse=True``: the other
+        direction); the others stay unchanged."""
         batch = input.shape[0]
         if batch == 0:
             return input
@@ -367,7 +385,7 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
         padding_mode = flags.get("padding_mode", self.flags["padding_mode"])
         work_dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
         g = self._element(params, batch, input.device, work_dtype, rows)
-        fn = unwarp if inverse else warp
+        fn = warp if (self.direction == "warp") != inverse else unwarp
         x = input if rows is None else input[rows.to(input.device)]
         out = fn(x.to(work_dtype), g, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
         out = out.to(input.dtype)
@@ -380,7 +398,8 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
     def _map_keypoints(
         self, input: Keypoints, params: dict[str, torch.Tensor], flags: dict[str, Any], *, inverse: bool
     ) -> Keypoints:
-        """Map keypoints (pixels) of every sample through $l$ (or $l^{-1}$) of that sample."""
+        """Map keypoints (pixels) of every sample through $l^{-1}$ (``"unwarp"``) or $l$ (``"warp"``) of that
+        sample; ``inverse=True``: through the other one."""
         if not isinstance(input, Keypoints):
             raise TypeError(f"input must be kornia Keypoints, got {type(input).__name__}")
         data = input.data
@@ -401,7 +420,8 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
         # Outside the image a point moves with its nearest border point: l(c) + (p - c), c = clamp(p).
         # The border maps onto itself, so this extension is a bijection of the plane, inverted the same way.
         inside = unit.clamp(0, 1)
-        moved = (g.inverse_map(inside) if inverse else g.forward_map(inside)) + (unit - inside)
+        use_inverse = (self.direction == "unwarp") != inverse
+        moved = (g.inverse_map(inside) if use_inverse else g.forward_map(inside)) + (unit - inside)
         back = points_to_pixels(moved, (height, width), align_corners=align_corners).to(data.dtype)
         return Keypoints(back if data.dim() == 3 else back[0], False)
 

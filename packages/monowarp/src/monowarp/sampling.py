@@ -19,7 +19,6 @@ from .maps import MonotoneScale
 
 __all__ = ["sample_monotone_scale"]
 
-_BISECTION_STEPS = 64
 _BLEND_STEPS = (0.5, 0.75, 0.875, 0.9375, 1.0)
 
 
@@ -40,14 +39,16 @@ def sample_monotone_scale(
 
     1. log-slopes $z_1, \dots, z_K$ i.i.d. uniform on $[\log a, \log b]$;
     2. slopes $s_k = \mathrm{clip}(e^{z_k + c}, a, b)$ with the shift $c$ that makes their mean exactly 1
-       (found by bisection; the mean is non-decreasing in $c$, equal to $a \le 1$ and $b \ge 1$ at the ends,
-       and the slopes it yields are unique);
+       (in closed form: the mean is continuous, piecewise exponential and non-decreasing in $c$, equal to
+       $a \le 1$ and $b \ge 1$ at the ends, and the slopes it yields are unique);
     3. knots: the cumulative sums of $s_k / K$ from 0 (so the function ends at 1, its slope on interval $k$ is
        $s_k \in [a, b]$).
 
     The element is then conditioned on being invertible (`MonotoneScale.is_invertible`) by rejection:
-    items that are not are redrawn as a whole, at most ``max_tries`` times. An item still not invertible
-    after that (rare; only for wide ranges) is blended toward the identity, knots
+    ``max_tries + 1`` candidates are drawn per item and the first invertible one is kept (the law of
+    redrawing a rejected item up to ``max_tries`` times; all rounds and items are drawn in one vectorised
+    pass, without Python-level iteration). An item with no invertible candidate (rare; only for wide ranges)
+    is blended toward the identity, knots
     $(1 - t) k + t k_{\mathrm{id}}$ with the smallest $t \in \{1/2, 3/4, 7/8, 15/16, 1\}$ that is
     invertible; its slopes are convex combinations of slopes in $[a, b]$ and of 1, so they stay in range.
 
@@ -93,33 +94,37 @@ def sample_monotone_scale(
     )
     out_device = torch.device(device) if device is not None else work
 
-    def draw(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        zx = torch.rand(k, m + 1, n, generator=generator, device=work, dtype=torch.float64)
-        zy = torch.rand(k, n + 1, m, generator=generator, device=work, dtype=torch.float64)
-        return _knots(_slopes(zx, lo, hi)).to(dtype), _knots(_slopes(zy, lo, hi)).to(dtype)
-
-    kx, ky = draw(batch)
-    ok = MonotoneScale(kx, ky, validate=False).is_invertible()
-    for _ in range(max_tries):
-        bad = (~ok).nonzero().flatten()
-        if bad.numel() == 0:
-            break
-        nx, ny = draw(bad.numel())
-        kx[bad], ky[bad] = nx, ny
-        ok[bad] = MonotoneScale(nx, ny, validate=False).is_invertible()
-    bad = (~ok).nonzero().flatten()
-    if bad.numel() > 0:
-        ident = MonotoneScale.identity(bad.numel(), (n, m), device=work, dtype=dtype)
-        bx, by = kx[bad], ky[bad]
-        done = torch.zeros(bad.numel(), dtype=torch.bool, device=work)
-        for t in _BLEND_STEPS:
-            cx = (1 - t) * bx + t * ident.knots_x
-            cy = (1 - t) * by + t * ident.knots_y
-            take = MonotoneScale(cx, cy, validate=False).is_invertible() & ~done
-            bx = torch.where(take[:, None, None], cx, bx)
-            by = torch.where(take[:, None, None], cy, by)
-            done |= take
-        kx[bad], ky[bad] = bx, by
+    # All rejection rounds at once: ``max_tries + 1`` candidates per item, the first invertible one is kept
+    # (the same law as redrawing the rejected items round by round).
+    tries = max_tries + 1
+    zx = torch.rand(tries, batch, m + 1, n, generator=generator, device=work, dtype=torch.float64)
+    zy = torch.rand(tries, batch, n + 1, m, generator=generator, device=work, dtype=torch.float64)
+    kx = _knots(_slopes(zx, lo, hi)).to(dtype)
+    ky = _knots(_slopes(zy, lo, hi)).to(dtype)
+    ok = (
+        MonotoneScale(kx.flatten(0, 1), ky.flatten(0, 1), validate=False)
+        .is_invertible()
+        .reshape(tries, batch)
+    )
+    first = torch.argmax(ok.to(torch.uint8), dim=0)  # the first invertible candidate (0 if there is none)
+    kx = kx.gather(0, first.view(1, -1, 1, 1).expand(1, *kx.shape[1:]))[0]
+    ky = ky.gather(0, first.view(1, -1, 1, 1).expand(1, *ky.shape[1:]))[0]
+    found = ok.any(dim=0)
+    # Fallback for items without an invertible candidate: the first invertible blend toward the identity,
+    # all blend steps evaluated at once.
+    ident_x = torch.linspace(0, 1, n + 1, device=work, dtype=dtype)
+    ident_y = torch.linspace(0, 1, m + 1, device=work, dtype=dtype)
+    t = torch.tensor(_BLEND_STEPS, device=work, dtype=dtype).view(-1, 1, 1, 1)
+    cx = (1 - t) * kx + t * ident_x
+    cy = (1 - t) * ky + t * ident_y
+    steps = len(_BLEND_STEPS)
+    take = MonotoneScale(cx.flatten(0, 1), cy.flatten(0, 1), validate=False).is_invertible()
+    pick = torch.argmax(take.reshape(steps, batch).to(torch.uint8), dim=0)
+    bx = cx.gather(0, pick.view(1, -1, 1, 1).expand(1, *kx.shape))[0]
+    by = cy.gather(0, pick.view(1, -1, 1, 1).expand(1, *ky.shape))[0]
+    keep = found.view(-1, 1, 1)
+    kx = torch.where(keep, kx, bx)
+    ky = torch.where(keep, ky, by)
     return MonotoneScale(kx.to(out_device), ky.to(out_device), validate=False)
 
 
@@ -137,17 +142,35 @@ def _check_scale_range(scale_range: object) -> tuple[float, float]:
 
 
 def _slopes(u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """Slopes in ``[lo, hi]`` with mean 1 along the last axis from uniform numbers ``u`` `(..., K)`."""
+    r"""Slopes in ``[lo, hi]`` with mean 1 along the last axis from uniform numbers ``u`` `(..., K)`.
+
+    The shift $c$ with $\frac1K \sum_k \mathrm{clip}(e^{z_k + c}, a, b) = 1$ in closed form: the mean is
+    continuous and non-decreasing in $c$ and, between its $2K$ breakpoints $\log a - z_k$ and
+    $\log b - z_k$, equal to $(n_a a + n_b b + e^c S) / K$ with fixed counts $n_a$, $n_b$ of slopes clipped
+    to $a$ and $b$ and the sum $S$ of the others' $e^{z_k}$. The interval where the mean crosses 1 is
+    found by evaluating it at all breakpoints at once; there $e^c = (K - n_a a - n_b b) / S$.
+    """
     llo, lhi = math.log(lo), math.log(hi)
+    k = u.shape[-1]
     z = llo + (lhi - llo) * u
-    a = torch.full((*u.shape[:-1], 1), llo - lhi, dtype=u.dtype, device=u.device)
-    b = torch.full_like(a, lhi - llo)
-    for _ in range(_BISECTION_STEPS):
-        c = 0.5 * (a + b)
-        below = torch.exp(z + c).clamp(lo, hi).mean(dim=-1, keepdim=True) < 1
-        a = torch.where(below, c, a)
-        b = torch.where(below, b, c)
-    s = torch.exp(z + 0.5 * (a + b)).clamp(lo, hi)
+    bps = torch.cat([llo - z, lhi - z], dim=-1).sort(dim=-1).values  # (..., 2K)
+    means = torch.exp(z[..., None, :] + bps[..., :, None]).clamp(lo, hi).mean(dim=-1)  # (..., 2K)
+    # Breakpoints with mean < 1 precede the crossing; the crossing lies in [bps[j - 1], bps[j]].
+    j = (means < 1).sum(dim=-1, keepdim=True)
+    left = bps.gather(-1, (j - 1).clamp(min=0))
+    right = bps.gather(-1, j.clamp(max=2 * k - 1))
+    mid = torch.where(j == 0, right - 1, torch.where(j == 2 * k, left + 1, 0.5 * (left + right)))
+    e = torch.exp(z + mid)
+    n_lo = (e < lo).sum(dim=-1, keepdim=True).to(z.dtype)
+    n_hi = (e > hi).sum(dim=-1, keepdim=True).to(z.dtype)
+    free = torch.where((e >= lo) & (e <= hi), torch.exp(z), torch.zeros_like(z)).sum(dim=-1, keepdim=True)
+    rest = k - n_lo * lo - n_hi * hi
+    # A constant mean on the crossing interval (no free slope) only happens when it equals 1 there: any c
+    # of the interval gives the same slopes; take its finite end.
+    c_free = torch.log(rest.clamp_min(torch.finfo(z.dtype).tiny) / free.clamp_min(torch.finfo(z.dtype).tiny))
+    c_end = torch.where(j == 0, right, left)
+    c = torch.where(free > 0, c_free, c_end)
+    s = torch.exp(z + c).clamp(lo, hi)
     return (s / s.mean(dim=-1, keepdim=True)).clamp(lo, hi)
 
 
