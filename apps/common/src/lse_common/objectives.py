@@ -83,6 +83,7 @@ def augmented_step(
     p: float = 0.5,
     scale_range: tuple[float, float] = (0.5, 2.0),
     grid: tuple[int, int] = (4, 4),
+    direction: str = "unwarp",
     loss_fn: Loss = F.cross_entropy,
     log_warps: bool = False,
 ) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
@@ -93,6 +94,7 @@ def augmented_step(
         p: probability of warping each image (0: no augmentation).
         scale_range: local scale factors of the warps.
         grid: knot intervals (N, M) of the warps.
+        direction: ``"unwarp"`` ($S^{-1}$) or ``"warp"`` ($S$), see `monowarp.RandomMonotoneScale`.
         loss_fn: ``loss_fn(logits, target)``, a scalar.
         log_warps: the model takes ``return_results`` (an adapted model): log `warp_statistics`.
     """
@@ -101,7 +103,11 @@ def augmented_step(
     if not 0 <= p <= 1:
         raise ValueError(f"p must be in [0, 1], got {p}")
     augmentation = (
-        monowarp.RandomMonotoneScale(scale_range=tuple(scale_range), grid=tuple(grid), p=p) if p > 0 else None
+        monowarp.RandomMonotoneScale(
+            scale_range=tuple(scale_range), grid=tuple(grid), p=p, direction=direction
+        )
+        if p > 0
+        else None
     )
 
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
@@ -122,6 +128,7 @@ def paired_step(
     weight: float,
     scale_range: tuple[float, float] = (0.5, 2.0),
     grid: tuple[int, int] = (4, 4),
+    direction: str = "unwarp",
     loss_fn: Loss = F.cross_entropy,
     log_warps: bool = False,
 ) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
@@ -132,6 +139,8 @@ def paired_step(
         weight: weight of the invariance term ($\lambda$ of eq. 25), >= 0.
         scale_range: local scale factors of $\Phi \sim \Omega$.
         grid: knot intervals (N, M) of $\Phi$.
+        direction: the warped half is $S^{-1}(x; \Phi)$ (``"unwarp"``, as the augmentation) or $S(x; \Phi)$
+            (``"warp"``).
         loss_fn: ``loss_fn(logits, target)``, a scalar.
         log_warps: the model takes ``return_results``: log `warp_statistics`.
     """
@@ -140,13 +149,16 @@ def paired_step(
 
     if not weight >= 0:
         raise ValueError(f"weight must be >= 0, got {weight}")
+    if direction not in ("unwarp", "warp"):
+        raise ValueError(f"direction must be 'unwarp' or 'warp', got {direction!r}")
+    apply = monowarp.unwarp if direction == "unwarp" else monowarp.warp
 
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         x, target = prepare(batch)
         g = monowarp.sample_monotone_scale(
             x.shape[0], tuple(grid), tuple(scale_range), device=x.device, dtype=x.dtype
         )
-        logits, stats = _forward(model, torch.cat([x, monowarp.warp(x, g)]), log_warps)
+        logits, stats = _forward(model, torch.cat([x, apply(x, g)]), log_warps)
         clean, warped = logits.float().chunk(2)
         ce = 0.5 * (loss_fn(clean, target) + loss_fn(warped, target))
         inv = lsmetrics.invariance_error(clean.softmax(1), warped.softmax(1), variant="paper")

@@ -135,12 +135,15 @@ class AugmentOptions:
         p: probability of warping each image.
         scale_range: local scale factors of the augmentation warps.
         grid: knot intervals (N, M) of the random monotone scalings.
+        direction: unwarp applies S^-1(x; l) = S(x; l^-1) (the authors' Aug; the forward map only, the
+            faster one), warp applies S(x; l) (exact inverse at every pixel); see the augmentation how-to.
     """
 
     enabled: bool = True
     p: NonNegativeFloat = 0.5
     scale_range: tuple[float, float] = (0.5, 2.0)
     grid: tuple[PositiveInt, PositiveInt] = (4, 4)
+    direction: Literal["unwarp", "warp"] = "unwarp"
 
     def __post_init__(self) -> None:
         if self.p > 1:

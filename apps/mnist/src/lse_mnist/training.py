@@ -5,8 +5,9 @@ The objective of each method (the batch is ``x`` in ``[0, 1]`` and labels ``y``)
 
 - ``aug``, ``canon``, ``optim``, ``dec``: cross-entropy on the batch warped by a random monotone scaling with
   probability ``aug.p`` per image (``aug.enabled false`` turns it off);
-- ``invl``: eq. 25, the clean batch and the batch warped by ``Phi ~ Omega`` in one pass, mean cross-entropy
-  of both halves plus ``train.invl_weight`` times the squared-L2 invariance error of their softmax outputs;
+- ``invl``: eq. 25, the clean batch and the batch warped by ``Phi ~ Omega`` (in ``aug.direction``) in one
+  pass, mean cross-entropy of both halves plus ``train.invl_weight`` times the squared-L2 invariance error
+  of their softmax outputs;
 - ``canon``, ``optim``, ``dec`` with ``train.consistency_weight > 0``: the same paired objective with that
   weight, the canonicalizer seeing both halves (``invl`` is then the control without the canonicalizer).
   The paper's and the authors' "Ours" is trained on cross-entropy alone (consistency weight 0).
@@ -56,6 +57,7 @@ def make_step_fn(method: str, train: TrainOptions, aug: AugmentOptions):
             weight=weight,
             scale_range=tuple(aug.scale_range),
             grid=tuple(aug.grid),
+            direction=aug.direction,
             log_warps=adapted,
         )
     return augmented_step(
@@ -63,6 +65,7 @@ def make_step_fn(method: str, train: TrainOptions, aug: AugmentOptions):
         p=aug.p if aug.enabled else 0.0,
         scale_range=tuple(aug.scale_range),
         grid=tuple(aug.grid),
+        direction=aug.direction,
         log_warps=adapted,
     )
 
