@@ -61,16 +61,7 @@ def train_config(cfg: Namespace) -> dict:
 def _train(cfg: Namespace) -> int:
     from .training import train
 
-    train(
-        method=cfg.method,
-        data=cfg.data,
-        model=cfg.model,
-        train=cfg.train,
-        aug=cfg.aug,
-        canon=cfg.canon,
-        runtime=cfg.runtime,
-        config=train_config(cfg),
-    )
+    train(cfg)
     return 0
 
 

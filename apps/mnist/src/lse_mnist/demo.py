@@ -105,7 +105,6 @@ def _stage(
 
 def run_demo(cfg: Namespace) -> int:
     """Run the demo (see the module docstring) with the options of ``lse-mnist demo``; returns 0."""
-    from .cli import train_config
     from .data import prepare_data_split
     from .evaluation import evaluate_runs
     from .tables import aggregate
@@ -138,16 +137,7 @@ def run_demo(cfg: Namespace) -> int:
     if demo.extra_method != "none":
         stages.append(_stage(cfg, demo.extra_method, train=fine_tune, canon={"lr": demo.dec_canon_lr}))
     for stage in stages:
-        train(
-            method=stage.method,
-            data=stage.data,
-            model=stage.model,
-            train=stage.train,
-            aug=stage.aug,
-            canon=stage.canon,
-            runtime=stage.runtime,
-            config=train_config(stage),
-        )
+        train(stage)
     runs = [stage.train.out_dir for stage in stages]
     ev = dataclasses.replace(cfg.eval, data_dir=None)
     results = evaluate_runs(runs, ev, cfg.runtime)

@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from lse_common.objectives import augmented_step, paired_step
-from lse_common.options import AugmentOptions, CanonOptions, RuntimeOptions, TrainOptions
+from lse_common.options import AugmentOptions, TrainOptions
 from lse_common.training import TrainingJob, run_training
 
 from .data import SceneDataset, prepare_data_split
 from .models import build_model
-from .options import MnistData, MnistModel, default_run_dir
+from .options import default_run_dir
 
 __all__ = ["make_step_fn", "train", "validation_fn"]
 
@@ -87,24 +87,18 @@ def validation_fn(dataset: SceneDataset, batch_size: int, device: torch.device):
     return evaluate
 
 
-def train(
-    *,
-    method: str,
-    data: MnistData,
-    model: MnistModel,
-    train: TrainOptions,
-    aug: AugmentOptions,
-    canon: CanonOptions,
-    runtime: RuntimeOptions,
-    config: dict[str, Any],
-    eval_batch_size: int = 128,
-) -> dict:
-    """Train one run (see the module docstring); returns the skeleton's summary. Works under torchrun.
+def train(cfg: Any) -> dict:
+    """Train one run of the ``lse-mnist train`` options ``cfg`` (see the module docstring); returns the
+    skeleton's summary. Works under torchrun.
 
     Args:
-        config: the run's options as a nested mapping (stored as ``config.yaml``).
+        cfg: the train command's options: ``method`` and the groups ``data``, ``model``, ``train``, ``aug``,
+            ``canon``, ``runtime``; they are stored in the run folder as ``config.yaml``.
     """
-    out = default_run_dir(train.out_dir, model, method, train.seed)
+    from .cli import train_config
+
+    method, data, model, opts = cfg.method, cfg.data, cfg.model, cfg.train
+    out = default_run_dir(opts.out_dir, model, method, opts.seed)
     size = data.size
 
     def prepare(progress: bool) -> tuple[SceneDataset, SceneDataset]:
@@ -112,16 +106,17 @@ def train(
         val_data = prepare_data_split(data, "val", progress=progress)
         return SceneDataset(train_data, size), SceneDataset(val_data, size)
 
+    canon = cfg.canon
     job = TrainingJob(
         out_dir=Path(out),
-        config=config,
+        config=train_config(cfg),
         build_model=lambda: build_model(
-            model, size, method, canon, init_from=train.init_from, for_training=True
+            model, size, method, canon, init_from=opts.init_from, for_training=True
         ),
         prepare_data=prepare,
-        step_fn=make_step_fn(method, train, aug),
-        eval_fn=lambda val_set, device: validation_fn(val_set, eval_batch_size, device),
+        step_fn=make_step_fn(method, opts, cfg.aug),
+        eval_fn=lambda val_set, device: validation_fn(val_set, max(128, 2 * opts.batch_size), device),
         description=f"{method} on {model.backbone}, {size[1]}x{size[0]} scenes",
     )
     adapted = method in ("canon", "optim", "dec")
-    return run_training(job, train=train, runtime=runtime, canon=canon if adapted else None)
+    return run_training(job, train=opts, runtime=cfg.runtime, canon=canon if adapted else None)
