@@ -79,7 +79,9 @@ def run_config(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, P
 def load_run(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, DigitClassifier, Path]:
     """`run_config` and the trained model built from it, with the run's weights loaded."""
     cfg, weights = run_config(run_dir, ev)
-    model = build_model(cfg.model, cfg.data.size, cfg.method, cfg.canon, for_training=False)
+    model = build_model(
+        cfg.model, cfg.data.size, cfg.method, cfg.canon, for_training=False, layout=cfg.data.layout
+    )
     load_checkpoint(weights, model)
     return cfg, model, weights
 

@@ -33,7 +33,7 @@ from lse_common.options import AugmentOptions, CanonOptions, RuntimeOptions, Tra
 from lse_common.training import TrainingJob, run_training
 
 from .data import SceneDataset, prepare_data_split
-from .models import build_model
+from .models import build_model, check_head_layout
 from .options import MnistData, MnistModel, default_run_dir
 
 __all__ = ["make_step_fn", "train", "validation_fn"]
@@ -101,6 +101,7 @@ def train(
     Args:
         config: the run's options as a nested mapping (stored as ``config.yaml``).
     """
+    check_head_layout(model.head, data.layout)  # before any data or model work
     out = default_run_dir(train.out_dir, model, method, train.seed)
     size = data.size
 
@@ -113,7 +114,7 @@ def train(
         out_dir=Path(out),
         config=config,
         build_model=lambda: build_model(
-            model, size, method, canon, init_from=train.init_from, for_training=True
+            model, size, method, canon, init_from=train.init_from, for_training=True, layout=data.layout
         ),
         prepare_data=prepare,
         step_fn=make_step_fn(method, train, aug),
