@@ -54,27 +54,87 @@ def test_vit_family_is_built_for_the_canvas_and_bad_names_are_rejected():
         make_canonicalizer("aug", CanonOptions())
 
 
-def test_digits_head_factorises_the_1000_classes():
+def _first_digit_probs(head, feats: torch.Tensor) -> torch.Tensor:
+    return head(feats).reshape(len(feats), 10, 10, 10).logsumexp((2, 3)).softmax(1)
+
+
+# the feature-map entries of the first digit's cell in a 9x9 map, per layout
+FIRST_CELL = {
+    "horizontal": (slice(None), slice(0, 3)),
+    "vertical": (slice(0, 3), slice(None)),
+    "diagonal": (slice(0, 3), slice(0, 3)),
+}
+
+
+@pytest.mark.parametrize("layout", ["horizontal", "vertical", "diagonal"])
+def test_digits_head_factorises_the_1000_classes_over_the_cells_of_its_layout(layout):
     from lse_mnist.models import DigitsHead
 
-    head = DigitsHead(4)
-    feats = torch.rand(3, 4, 2, 9)
+    torch.manual_seed(0)
+    head = DigitsHead(4, layout=layout)
+    feats = torch.rand(3, 4, 9, 9)
     logp = head(feats).log_softmax(1).reshape(3, 10, 10, 10)
-    # p(abc) = p_left(a) p_middle(b) p_right(c): the log-probabilities are additive
-    left = logp.logsumexp((2, 3))
-    middle = logp.logsumexp((1, 3))
-    right = logp.logsumexp((1, 2))
+    # p(abc) = p_0(a) p_1(b) p_2(c): the log-probabilities are additive
+    first, second, third = logp.logsumexp((2, 3)), logp.logsumexp((1, 3)), logp.logsumexp((1, 2))
     assert torch.allclose(
-        logp, left[:, :, None, None] + middle[:, None, :, None] + right[:, None, None, :], atol=1e-5
+        logp, first[:, :, None, None] + second[:, None, :, None] + third[:, None, None, :], atol=1e-5
     )
-    # the left digit's scores only see the left third of the feature map
+    # the first digit's scores see only the first cell: changing everything else leaves them unchanged...
+    rows, cols = FIRST_CELL[layout]
+    outside = torch.ones(9, 9, dtype=torch.bool)
+    outside[rows, cols] = False
     feats2 = feats.clone()
-    feats2[..., 6:] += 1.0
-    assert torch.allclose(
-        head(feats).reshape(3, 10, 10, 10).logsumexp((2, 3)).softmax(1),
-        head(feats2).reshape(3, 10, 10, 10).logsumexp((2, 3)).softmax(1),
-        atol=1e-5,
+    feats2[..., outside] += torch.randn(3, 4, int(outside.sum()))
+    assert torch.allclose(_first_digit_probs(head, feats), _first_digit_probs(head, feats2), atol=1e-5)
+    # ...while changing the cell itself changes them, and the other digits' scores do move
+    feats3 = feats.clone()
+    feats3[..., rows, cols] += 1.0
+    assert not torch.allclose(_first_digit_probs(head, feats), _first_digit_probs(head, feats3), atol=1e-3)
+    assert not torch.allclose(head(feats), head(feats2), atol=1e-3)
+
+
+def test_digits_head_refuses_the_mixed_layout_before_any_work(tmp_path, capsys):
+    from lse_mnist.cli import main
+    from lse_mnist.models import DigitsHead, check_head_layout
+
+    check_head_layout("timm", "all")  # the pooled head reads any scene
+    check_head_layout("digits", "diagonal")
+    message = "model.head digits needs a fixed data.layout .* use model.head timm"
+    with pytest.raises(ValueError, match=message):
+        check_head_layout("digits", "all")
+    with pytest.raises(ValueError, match=message):
+        DigitsHead(4, layout="all")
+    with pytest.raises(ValueError, match=r"data\.layout must be one of"):
+        DigitsHead(4, layout="spiral")
+    with pytest.raises(ValueError, match=message):
+        build_model(
+            MnistModel(backbone="test_resnet", pretrained=False, head="digits"),
+            (32, 32),
+            "aug",
+            CanonOptions(),
+            for_training=False,
+            layout="all",
+        )
+    data, run = tmp_path / "data", tmp_path / "run"
+    flags = ["--data.layout", "all", "--model.head", "digits", "--model.backbone", "test_resnet"]
+    flags += ["--model.pretrained", "false", "--data.dir", str(data), "--train.out_dir", str(run)]
+    assert main(["train", *flags]) == 2
+    assert "model.head digits needs a fixed data.layout" in capsys.readouterr().err
+    assert not data.exists() and not run.exists()  # refused before any data or run folder was made
+
+
+@pytest.mark.parametrize(("layout", "size"), [("vertical", (96, 32)), ("diagonal", (96, 96))])
+def test_digits_head_follows_the_data_layout(layout, size):
+    model = build_model(
+        MnistModel(backbone="test_resnet", pretrained=False, head="digits"),
+        size,
+        "aug",
+        CanonOptions(),
+        for_training=False,
+        layout=layout,
     )
+    assert model.head.layout == layout
+    assert model(torch.rand(2, 1, *size)).shape == (2, 1000)
 
 
 @pytest.mark.parametrize("backbone", ["test_resnet", "test_vit"])

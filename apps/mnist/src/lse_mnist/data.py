@@ -2,12 +2,12 @@
 
 A split (``train``, ``val`` or ``test``) lives in ``<data_dir>/<split>/``:
 
-- ``scenes.npz``: the scene records (digit indices, factors, centres, labels) and the digits they use
+- ``scenes.npz``: the scene records (digit indices, factors, centres, labels, layouts) and the digits they use
   (the pool, compacted to the digits actually drawn: a cache is self-contained);
 - ``images-<S>.npy``: the scenes rendered at ``S x S`` (uint8, memory-mapped when read; 6,000 images at
   224x224 take 300 MB, at 64x64 25 MB), written in chunks with a progress bar;
-- ``meta.json``: what the split was made from (source, seed, sizes, scale range); a cache whose meta
-  differs from what is asked for is rebuilt.
+- ``meta.json``: what the split was made from (source, seed, sizes, scale range, layout); a cache whose
+  meta differs from what is asked for is rebuilt (a cache of another layout, too).
 
 Every file is written to a temporary name and then renamed. Evaluation renders re-scaled versions of the
 test scenes on the fly (`SceneDataset.render`): the same digits and centres with other factors.
@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from lse_common import atomic_path
 from lse_common.cache import cached_array, read_meta, write_meta
 
-from .generator import SceneSpec, canvas_size, render_scenes, sample_scenes
+from .generator import SceneSpec, canvas_size, check_canvas, min_canvas, render_scenes, sample_scenes
 from .options import MnistData
 from .sources import load_digits, resolve_source
 
@@ -55,6 +55,7 @@ class SplitMeta:
     scale_range: tuple[float, float]
     source: str
     val_fraction: float
+    layout: str = "horizontal"
     version: int = FORMAT_VERSION
 
 
@@ -90,6 +91,7 @@ def prepare_split(
     val_fraction: float = 0.1,
     progress: bool = True,
     chunk: int = 1024,
+    layout: str = "horizontal",
 ) -> SplitData:
     """Load a split from the cache, or draw it (and render it at ``canvas``) and cache it.
 
@@ -104,6 +106,7 @@ def prepare_split(
         source, mnist_dir, val_fraction: the digit source (see `lse_mnist.sources.load_digits`).
         progress: progress bar while rendering.
         chunk: scenes rendered per call.
+        layout: ``"horizontal"``, ``"vertical"``, ``"diagonal"`` or ``"all"`` (see `lse_mnist.generator`).
     """
     if split not in STREAMS:
         raise ValueError(f"split must be one of {sorted(STREAMS)}, got {split!r}")
@@ -111,8 +114,15 @@ def prepare_split(
         raise ValueError(f"size must be >= 1, got {size}")
     folder = _split_dir(data_dir, split)
     src = resolve_source(source, mnist_dir)
+    check_canvas(canvas if canvas is not None else min_canvas(layout), layout)  # before any work
     meta = SplitMeta(
-        split, int(size), int(seed), (float(scale_range[0]), float(scale_range[1])), src, float(val_fraction)
+        split,
+        int(size),
+        int(seed),
+        (float(scale_range[0]), float(scale_range[1])),
+        src,
+        float(val_fraction),
+        str(layout),
     )
     data = _load_cached(folder, meta)
     if data is None:
@@ -125,10 +135,16 @@ def prepare_split(
             digits.source,
             "test" if split == "test" else "train",
         )
-        spec = sample_scenes(digits.labels, size, seed=seed, stream=STREAMS[split], scale_range=scale_range)
+        spec = sample_scenes(
+            digits.labels, size, seed=seed, stream=STREAMS[split], scale_range=scale_range, layout=layout
+        )
         used, compact = np.unique(spec.digits, return_inverse=True)
         spec = SceneSpec(
-            compact.reshape(spec.digits.shape).astype(np.int64), spec.factors, spec.centers, spec.labels
+            compact.reshape(spec.digits.shape).astype(np.int64),
+            spec.factors,
+            spec.centers,
+            spec.labels,
+            spec.layouts,
         )
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("images-*.npy"):
@@ -143,6 +159,7 @@ def prepare_split(
                     factors=spec.factors,
                     centers=spec.centers,
                     labels=spec.labels,
+                    layouts=spec.layouts,
                 )
         write_meta(folder / "meta.json", asdict(meta))
         data = SplitData(digits.images[used], digits.labels[used], spec, meta)
@@ -156,7 +173,7 @@ def prepare_split(
 def prepare_data_split(
     data: MnistData, split: str, *, render: bool = True, progress: bool = True, test_size: int | None = None
 ) -> SplitData:
-    """`prepare_split` for a split of the app's data options (its size, canvas, seed, source, cache folder).
+    """`prepare_split` for a split of the app's data options (size, canvas, layout, seed, source...).
 
     Args:
         data: the app's data options.
@@ -179,6 +196,7 @@ def prepare_data_split(
         mnist_dir=data.mnist_dir,
         val_fraction=data.val_fraction,
         progress=progress,
+        layout=data.layout,
     )
 
 
@@ -194,7 +212,8 @@ def _load_cached(folder: Path, meta: SplitMeta) -> SplitData | None:
         )
         return None
     with np.load(scenes) as d:
-        spec = SceneSpec(d["digits"], d["factors"], d["centers"], d["labels"])
+        layouts = d["layouts"] if "layouts" in d.files else None
+        spec = SceneSpec(d["digits"], d["factors"], d["centers"], d["labels"], layouts)
         return SplitData(d["pool"], d["pool_labels"], spec, meta)
 
 

@@ -79,7 +79,9 @@ def run_config(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, P
 def load_run(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, DigitClassifier, Path]:
     """`run_config` and the trained model built from it, with the run's weights loaded."""
     cfg, weights = run_config(run_dir, ev)
-    model = build_model(cfg.model, cfg.data.size, cfg.method, cfg.canon, for_training=False)
+    model = build_model(
+        cfg.model, cfg.data.size, cfg.method, cfg.canon, for_training=False, layout=cfg.data.layout
+    )
     load_checkpoint(weights, model)
     return cfg, model, weights
 
@@ -99,6 +101,7 @@ def eval_settings(cfg: Any, ev: MnistEval) -> dict[str, Any]:
         "data_seed": data.seed,
         "data_scale_range": list(data.scale_range),
         "source": data.source,
+        "layout": data.layout,
         "canvas": list(data.size),
         "inv_rescalings": ev.inv_rescalings,
         "inv_scale_range": list(ev.inv_scale_range),

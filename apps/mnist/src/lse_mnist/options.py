@@ -17,6 +17,8 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from lse_common.options import EvalOptions, check_range
 
+from .generator import min_canvas
+
 __all__ = ["HEADS", "METHODS", "SOURCES", "Method", "MnistData", "MnistEval", "MnistModel", "default_run_dir"]
 
 Method = Literal["aug", "canon", "invl", "optim", "dec"]
@@ -43,6 +45,12 @@ class MnistData:
         test_size: test scenes (digits of the MNIST test split).
         seed: seed of the scenes.
         scale_range: digit scale factors U[low, high] (high <= 3).
+        layout: where the three digits go, one per cell: horizontal (three columns, read left to right;
+            the default), vertical (three rows, top to bottom), diagonal (the diagonal cells of a 3x3
+            grid, top-left to bottom-right: a separable warp can rescale each digit on its own) or all
+            (each scene draws one of the three, as the authors' concat_type all; needs model.head timm).
+            Cells need at least 3 pixels a side: horizontal needs a canvas >= 9 wide, vertical >= 9
+            high, diagonal and all both.
     """
 
     dir: str = "runs/mnist/data"
@@ -57,6 +65,7 @@ class MnistData:
     test_size: PositiveInt = 50000
     seed: NonNegativeInt = 0
     scale_range: tuple[float, float] = (0.4, 2.0)
+    layout: Literal["horizontal", "vertical", "diagonal", "all"] = "horizontal"
 
     def __post_init__(self) -> None:
         check_range("data.scale_range", self.scale_range)
@@ -64,6 +73,13 @@ class MnistData:
             raise ValueError(f"data.scale_range must stay within (0, 3], got {list(self.scale_range)}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        (height, width), need = self.size, min_canvas(self.layout)
+        if height < need[0] or width < need[1]:
+            given = f"data.canvas {width}" + (f", data.canvas_height {height}" if self.canvas_height else "")
+            raise ValueError(
+                f"{given}: a {height}x{width} (H x W) canvas is too small for data.layout {self.layout}, "
+                f"which needs at least {need[0]}x{need[1]} (three cells of at least 3 pixels a side)"
+            )
 
     @property
     def size(self) -> tuple[int, int]:

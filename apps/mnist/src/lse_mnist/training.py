@@ -34,7 +34,7 @@ from lse_common.options import AugmentOptions, TrainOptions
 from lse_common.training import TrainingJob, run_training
 
 from .data import SceneDataset, prepare_data_split
-from .models import build_model
+from .models import build_model, check_head_layout
 from .options import default_run_dir
 
 __all__ = ["make_step_fn", "train", "validation_fn"]
@@ -98,6 +98,7 @@ def train(cfg: Any) -> dict:
     from .cli import train_config
 
     method, data, model, opts = cfg.method, cfg.data, cfg.model, cfg.train
+    check_head_layout(model.head, data.layout)  # before any data or model work
     out = default_run_dir(opts.out_dir, model, method, opts.seed)
     size = data.size
 
@@ -111,7 +112,7 @@ def train(cfg: Any) -> dict:
         out_dir=Path(out),
         config=train_config(cfg),
         build_model=lambda: build_model(
-            model, size, method, canon, init_from=opts.init_from, for_training=True
+            model, size, method, canon, init_from=opts.init_from, layout=data.layout
         ),
         prepare_data=prepare,
         step_fn=make_step_fn(method, opts, cfg.aug),
