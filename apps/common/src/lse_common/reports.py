@@ -43,9 +43,16 @@ def mean_std(values: Iterable[float], scale: float = 1.0) -> tuple[float, float]
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def format_mean_std(mean: float, std: float, n: int, digits: int = 2) -> str:
-    """``"mean ± std"`` for ``n > 1`` values, ``"mean"`` for one."""
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+def format_mean_std(mean: float, std: float, n: int, digits: int = 2, *, signed: bool = False) -> str:
+    """``"mean ± std"`` for ``n > 1`` values, ``"mean"`` for one; ``signed`` writes the mean with its sign
+    (for differences).
+
+    Example:
+        >>> format_mean_std(1.5, 0.25, 3, signed=True), format_mean_std(1.5, 0.0, 1)
+        ('+1.50 ± 0.25', '1.50')
+    """
+    head = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    return f"{head} ± {std:.{digits}f}" if n > 1 else head
 
 
 def group_results(

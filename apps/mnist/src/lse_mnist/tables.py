@@ -158,14 +158,15 @@ def markdown_tables(summary: dict[str, Any]) -> str:
         for b, per_method in per_backbone.items():
             for m in methods:
                 d = per_method.get(m)
-                if d is None:
+                if d is None or m == "aug":  # every method is fine-tuned from aug: aug is no contender
                     continue
                 acc, inv = d["acc"], d["inve_paper"]
+                n = acc["n"]
+                acc_cell = format_mean_std(acc["mean"], acc["std"], n, signed=True)
+                inv_cell = format_mean_std(inv["mean"], inv["std"], n, signed=True)
                 lines.append(
-                    f"| {b} | {NAMES[m]} "
-                    f"| {acc['mean']:+.2f} ± {acc['std']:.2f} ({acc['better']}/{acc['n']}) "
-                    f"| {inv['mean']:+.2f} ± {inv['std']:.2f} ({inv['n'] - inv['better']}/{inv['n']}) "
-                    f"| {acc['n']} |"
+                    f"| {b} | {NAMES[m]} | {acc_cell} ({acc['better']}/{n}) "
+                    f"| {inv_cell} ({n - inv['better']}/{n}) | {n} |"
                 )
         lines.append("")
     fams = [(b, family(b)) for b in backbones if family(b)]
