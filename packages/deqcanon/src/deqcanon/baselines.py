@@ -22,14 +22,14 @@ K uniformly random candidates lacks; `DiscreteCanonicalizer` has them by default
 - a structured candidate set (`candidates="structured"`): the identity first, then mostly mild warps
   (a fraction `mild_fraction` = 3/4 of the others, local scales in `mild_range` = (0.8, 1.25)) and a few
   wide ones (local scales in `sample_kwargs["scale_range"]`, default (0.5, 2.0)), deterministic given
-  `seed`; the argmin then rarely lands on a violent warp, and the mild ones give the energy fine choices
-  near the identity;
+  `seed`: most choices lie near the identity, where a scale-augmented backbone still works;
 - a random read-out of the energy (`readout_init="random"`): with a zero read-out every candidate has the
-  same energy and the same softmin weight, so the straight-through gradient does not prefer any
-  candidate at step 0;
+  same energy and the same softmin weight, so the straight-through gradient prefers no candidate at
+  step 0;
 - an energy bias toward the identity (`identity_bias` = 1.0 subtracted from the identity's energy): the
-  untrained Canon returns the identity (at random initialisation the candidates' energies differ by a few
-  hundredths), and a learned energy must beat that margin before Canon warps.
+  untrained Canon returns the identity (at random initialisation the identity's energy was at most 0.2
+  above the lowest candidate's, over 90 draws of networks and inputs), and a learned energy must beat that
+  margin before Canon warps.
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ class EnergyNet(nn.Module):
         return self.readout(y).squeeze(1)
 
 
-def _energy_net(energy_net: nn.Module | None, in_channels: int | None, readout_init: str = "zero") -> nn.Module:
+def _energy_net(
+    energy_net: nn.Module | None, in_channels: int | None, readout_init: str = "zero"
+) -> nn.Module:
     if energy_net is None:
         return EnergyNet(3 if in_channels is None else in_channels, readout_init=readout_init)
     if in_channels is not None:
@@ -289,7 +291,9 @@ def _check_mild_range(mild_range: object) -> tuple[float, float]:
     ok = isinstance(mild_range, (tuple, list)) and len(mild_range) == 2
     ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mild_range)
     if not ok or not 0 < mild_range[0] <= 1 <= mild_range[1]:
-        raise ValueError(f"mild_range must be a pair (low, high) with 0 < low <= 1 <= high, got {mild_range!r}")
+        raise ValueError(
+            f"mild_range must be a pair (low, high) with 0 < low <= 1 <= high, got {mild_range!r}"
+        )
     return float(mild_range[0]), float(mild_range[1])
 
 

@@ -19,7 +19,7 @@ Two optional hooks make a group fit the default networks better:
 - `sample_params(n, *, generator, device, dtype)`: random elements, used by `DiscreteCanonicalizer`
   to build its candidate set.
 - `log_slopes(params)`: `(B, P)` log local scale factors of the elements (gauge invariant, 0 at the
-  identity), used by `warp_stats` to report how far the canonicalizer warps.
+  identity up to rounding), used by `warp_stats` to report how far the canonicalizer warps.
 
 `MonotoneScaleGroup` (on `monowarp`) is the group of the paper (Sec. 4.1); `GlobalScaleGroup`
 (isotropic scaling about the image centre, one log-scale parameter) is a minimal second group that
@@ -99,13 +99,13 @@ def warp_stats(group: Group, params: torch.Tensor) -> dict[str, torch.Tensor]:
     ($\\Phi_e$ the identity parameters; cheap and group agnostic, but not gauge invariant: for the monotone
     group a uniform shift of one knot function's logits changes it and not the element), and, when the
     group has `log_slopes`, `log_slope_mean` and `log_slope_max`, the mean and max of $|\\log s|$ over the
-    element's local scale factors $s$ (0 exactly at the identity). Non-finite samples give NaN.
+    element's local scale factors $s$ (0 at the identity, up to rounding). Non-finite samples give NaN.
 
     Example:
         >>> group = MonotoneScaleGroup(grid=(2, 2))
         >>> stats = warp_stats(group, group.identity_params(3))
-        >>> stats["param_distance"].tolist(), stats["log_slope_max"].tolist()
-        ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+        >>> stats["param_distance"].tolist(), bool((stats["log_slope_max"] < 1e-6).all())
+        ([0.0, 0.0, 0.0], True)
     """
     with torch.no_grad():
         params = params.detach()
@@ -228,7 +228,7 @@ class MonotoneScaleGroup:
         )
 
     def log_slopes(self, params: torch.Tensor) -> torch.Tensor:
-        """`(B, D)` log slopes of every interval of every row and column function (0 at the identity).
+        """`(B, D)` log slopes of every interval of every row and column function (~0 at the identity).
 
         The slope of an interval is its share of the unit interval times the number of intervals; the 2-D
         local scales (`monowarp.MonotoneScale.local_scale`) are convex combinations of these slopes.

@@ -19,8 +19,9 @@ Two choices keep it cheap and well behaved:
     zero weights and bias) plus the identity field, so a fresh network predicts exactly the identity
     parameters for every input and a fresh DEC starts (and, without other signal, stays) at the
     identity. With a zero last layer the body gets no gradient at step 0, and the logits are unbounded.
-  - `"bounded"` (the authors' head): $\\Phi = T\\,(\\sigma(\\mathrm{IN}(\\mathrm{conv}(\\cdot))) - 1/2)$ pooled
-    to the field, plus the identity field: every parameter lies in $(-T/2, T/2)$ around the identity.
+  - `"bounded"` (the authors' head):
+    $\\Phi = T\\,(\\sigma(\\mathrm{IN}(\\mathrm{conv}(\\cdot))) - 1/2)$ pooled to the field,
+    plus the identity field: every parameter lies in $(-T/2, T/2)$ around the identity.
     For the monotone group (a softmax over each knot function's logits, `monowarp.MonotoneScale.from_params`)
     this is the authors' $\\mathrm{softmax}(T \\sigma(\\cdot))$ with $T = 3$: equal sigmoid outputs give the
     identity, and every local slope of an axis with $K$ intervals lies in

@@ -73,8 +73,9 @@ class SolverInfo:
         max; over the finite samples).
 
         Examples:
-            >>> info = SolverInfo("anderson", 3, torch.zeros(2), torch.zeros(2), torch.ones(2, dtype=torch.bool),
-            ...                   torch.ones(2, dtype=torch.bool), 1e-3, "rel", log_slope_max=torch.tensor([0.25, 0.5]))
+            >>> ok = torch.ones(2, dtype=torch.bool)
+            >>> info = SolverInfo("anderson", 3, torch.zeros(2), torch.zeros(2), ok, ok, 1e-3, "rel",
+            ...                   log_slope_max=torch.tensor([0.25, 0.5]))
             >>> info.summary()["log_slope_max"], info.summary()["finite"]
             (0.5, 1.0)
         """
