@@ -188,3 +188,93 @@ def test_prior_loss():
     assert canon.prior_loss(result).item() == 0.0
     result.params = torch.full((2, 1), math.log(2.0))
     assert canon.prior_loss(result).item() == pytest.approx(math.log(2.0) ** 2)
+
+
+# ------------------------------------------------------------------------- Canon as the paper reports it
+def test_structured_candidates_identity_first_then_mild_then_wide():
+    group = MonotoneScaleGroup(grid=(3, 3))
+    canon = DiscreteCanonicalizer(group, in_channels=1, num_elements=33, seed=4)
+    assert canon.identity_index == 0 and torch.equal(canon.elements[0], torch.zeros(group.param_shape))
+    slopes = group.log_slopes(canon.elements).abs().amax(dim=1)  # max |log local scale| per candidate
+    mild, wide = slopes[1:25], slopes[25:]  # round(0.75 * 32) = 24 mild ones
+    assert mild.max() <= math.log(1.25) + 1e-4 and (mild > 0).all()
+    assert wide.max() > math.log(1.25) and wide.max() <= math.log(2.0) + 1e-4
+    again = DiscreteCanonicalizer(group, in_channels=1, num_elements=33, seed=4).elements
+    other = DiscreteCanonicalizer(group, in_channels=1, num_elements=33, seed=5).elements
+    assert torch.equal(canon.elements, again) and not torch.equal(canon.elements, other)
+
+
+def test_structured_candidates_options():
+    group = GlobalScaleGroup()
+    canon = DiscreteCanonicalizer(
+        group,
+        in_channels=1,
+        num_elements=11,
+        mild_range=(0.9, 1.1),
+        mild_fraction=0.5,
+        sample_kwargs={"scale_range": (0.25, 4.0)},
+    )
+    scales = canon.elements[1:, 0].exp()
+    assert ((scales[:5] >= 0.9) & (scales[:5] <= 1.1)).all()
+    assert ((scales[5:] < 0.9) | (scales[5:] > 1.1)).any()
+    old = DiscreteCanonicalizer(group, in_channels=1, num_elements=11, candidates="random")
+    assert (old.elements[1:].exp() < 0.8).any() or (old.elements[1:].exp() > 1.25).any()
+
+
+def test_energy_readout_is_random_for_canon_and_zero_for_optim():
+    assert DiscreteCanonicalizer(GlobalScaleGroup(), in_channels=1).energy_net.readout.weight.abs().sum() > 0
+    assert OptimCanonicalizer(GlobalScaleGroup(), in_channels=1).energy_net.readout.weight.abs().sum() == 0
+    assert EnergyNet(1, readout_init="random").readout.weight.abs().sum() > 0
+    with pytest.raises(ValueError, match="readout_init"):
+        EnergyNet(1, readout_init="ones")
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_untrained_canon_with_identity_bias_returns_the_identity(seed, in_channels):
+    torch.manual_seed(seed)
+    group = MonotoneScaleGroup(grid=(3, 3))
+    canon = DiscreteCanonicalizer(group, in_channels=in_channels, num_elements=32, seed=seed)
+    x = torch.rand(16, in_channels, 32, 32) * (torch.rand(16, 1, 1, 1) * 4)
+    energies = canon.energies(x)
+    assert (energies.argmin(dim=1) == 0).all()
+    assert torch.equal(canon(x).params.detach(), group.identity_params(16))
+    flat = copy.deepcopy(canon)
+    flat.identity_bias = 0.0
+    shift = torch.zeros(32)
+    shift[0] = 1.0
+    torch.testing.assert_close(energies.detach(), flat.energies(x).detach() - shift)
+
+
+def test_canon_with_identity_bias_is_trainable():
+    group = MonotoneScaleGroup(grid=(3, 3))
+    canon = DiscreteCanonicalizer(group, in_channels=1, num_elements=16)
+    x = torch.rand(4, 1, 24, 24)
+    target = torch.rand(4, 1, 24, 24)
+    before = canon.energies(x).detach()
+    opt = torch.optim.SGD(canon.parameters(), lr=1.0)
+    loss = (canon(x).canonical - target).pow(2).mean()
+    loss.backward()
+    grads = {n: p.grad for n, p in canon.energy_net.named_parameters()}
+    assert grads["readout.weight"].abs().sum() > 0 and grads["conv1.weight"].abs().sum() > 0
+    opt.step()
+    assert not torch.allclose(canon.energies(x).detach(), before)
+
+
+def test_identity_bias_on_given_elements_and_validation():
+    group = GlobalScaleGroup()
+    elements = torch.tensor([[0.3], [0.0], [-0.3]])
+    canon = DiscreteCanonicalizer(group, in_channels=1, elements=elements, identity_bias=100.0)
+    assert canon.identity_index == 1
+    assert canon(torch.rand(2, 1, 16, 16)).params.detach().tolist() == [[0.0], [0.0]]
+    for kwargs, match in [
+        ({"identity_bias": -1.0}, "identity_bias"),
+        ({"candidates": "grid"}, "candidates"),
+        ({"mild_range": (1.1, 1.5)}, "mild_range"),
+        ({"mild_range": (0.9,)}, "mild_range"),
+        ({"mild_fraction": 1.5}, "mild_fraction"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            DiscreteCanonicalizer(group, in_channels=1, **kwargs)
+    with pytest.raises(TypeError, match="sample_kwargs"):
+        DiscreteCanonicalizer(group, in_channels=1, sample_kwargs=[("scale_range", (0.5, 2.0))])

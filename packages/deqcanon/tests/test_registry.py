@@ -79,6 +79,29 @@ def test_canon_with_sample_kwargs_and_energy_options():
     assert narrow < wide[1:].abs().amax()
 
 
+def test_canon_paper_options():
+    canon = create_canonicalizer(
+        "canon",
+        GlobalScaleGroup(),
+        1,
+        num_elements=9,
+        width=4,
+        mild_range=(0.9, 1.1),
+        mild_fraction=0.5,
+        identity_bias=2.0,
+        readout_init="zero",
+        candidates="structured",
+    )
+    assert canon.identity_bias == 2.0 and canon.energy_net.readout.weight.abs().sum() == 0
+    assert ((canon.elements[1:5].exp() - 1).abs() <= 0.11).all()
+    default = create_canonicalizer("canon", GlobalScaleGroup(), 1, width=4)
+    assert default.identity_bias == 1.0 and default.energy_net.readout_init == "random"
+    with pytest.raises(ValueError, match="candidates"):
+        create_canonicalizer("canon", candidates="uniform")
+    with pytest.raises(ValueError, match="identity_bias"):
+        create_canonicalizer("canon", identity_bias=-0.5)
+
+
 def test_optim_options():
     optim = create_canonicalizer("optim", GlobalScaleGroup(), 2, steps=3, step_size=0.05, width=4)
     assert isinstance(optim, OptimCanonicalizer)

@@ -19,8 +19,8 @@ Examples:
 from .base import Canonicalizer
 from .baselines import DiscreteCanonicalizer, EnergyNet, OptimCanonicalizer
 from .deq import DEQCanonicalizer
-from .groups import GlobalScaleGroup, Group, MonotoneScaleGroup, field_shape_of
-from .param_net import ParamNet, ResidualBlock
+from .groups import GlobalScaleGroup, Group, MonotoneScaleGroup, field_shape_of, warp_stats
+from .param_net import ParamNet, ResidualBlock, bounded_slope_range
 from .registry import (
     CanonicalizerEntry,
     canonicalizer_factory,
@@ -47,6 +47,7 @@ __all__ = [
     "ParamNet",
     "ResidualBlock",
     "SolverInfo",
+    "bounded_slope_range",
     "canonicalizer_factory",
     "canonicalizer_names",
     "create_canonicalizer",
@@ -57,6 +58,7 @@ __all__ = [
     "register_solver",
     "solve_fixed_point",
     "solver_names",
+    "warp_stats",
 ]
 
 __version__ = "0.1.0"

@@ -12,11 +12,29 @@
   unrolled with `create_graph=True` so the energy is trained through the steps. Its memory grows
   with T, which is what the DEC avoids; it is the memory and time baseline for DEC.
 
-The energy network `EnergyNet` is the 3-layer CNN of appendix A1. Its output layer starts at zero,
-so a fresh baseline (like a fresh DEC) predicts the identity.
+The energy network `EnergyNet` is the 3-layer CNN of appendix A1. Its read-out starts at zero for
+Optim (a fresh Optim stays at the identity, and the read-out still gets gradient through the steps) and
+at random for Canon (see below).
+
+Canon as the paper reports it (above Aug in its Table 2) needs three things that a flat energy over
+K uniformly random candidates lacks; `DiscreteCanonicalizer` has them by default:
+
+- a structured candidate set (`candidates="structured"`): the identity first, then mostly mild warps
+  (a fraction `mild_fraction` = 3/4 of the others, local scales in `mild_range` = (0.8, 1.25)) and a few
+  wide ones (local scales in `sample_kwargs["scale_range"]`, default (0.5, 2.0)), deterministic given
+  `seed`: most choices lie near the identity, where a scale-augmented backbone still works;
+- a random read-out of the energy (`readout_init="random"`): with a zero read-out every candidate has the
+  same energy and the same softmin weight, so the straight-through gradient prefers no candidate at
+  step 0;
+- an energy bias toward the identity (`identity_bias` = 1.0 subtracted from the identity's energy): the
+  untrained Canon returns the identity (at random initialisation the identity's energy was at most 0.2
+  above the lowest candidate's, over 90 draws of networks and inputs), and a learned energy must beat that
+  margin before Canon warps.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +42,7 @@ from torch import nn
 
 from ._utils import check_option, check_tensor, resize_to_fit
 from .base import Canonicalizer
-from .groups import Group
+from .groups import Group, warp_stats
 from .result import CanonicalizationResult, SolverInfo
 
 __all__ = ["DiscreteCanonicalizer", "EnergyNet", "OptimCanonicalizer"]
@@ -36,32 +54,39 @@ class EnergyNet(nn.Module):
     """A 3-layer CNN energy: `(B, C, H, W)` -> `(B,)` (appendix A1).
 
     Three 3x3 convolutions (reflect padding, softplus, 2x2 max-pooling after the first two), global
-    average pooling and a linear read-out that starts at zero. Softplus keeps the energy twice
-    differentiable, which the unrolled gradient steps of `OptimCanonicalizer` need.
+    average pooling and a linear read-out. Softplus keeps the energy twice differentiable, which the
+    unrolled gradient steps of `OptimCanonicalizer` need.
 
     Args:
         in_channels: input channels.
         width: channels of the convolutions.
         view_size: longer side of the resized view of large inputs, or None for the full input.
+        readout_init: `"zero"` (default; a flat energy) or `"random"` (PyTorch's default init of the
+            linear read-out; `DiscreteCanonicalizer`'s default energy uses it).
 
     Examples:
         >>> EnergyNet(3, width=8)(torch.rand(2, 3, 20, 16)).shape
         torch.Size([2])
     """
 
-    def __init__(self, in_channels: int = 3, *, width: int = 32, view_size: int | None = 64) -> None:
+    def __init__(
+        self, in_channels: int = 3, *, width: int = 32, view_size: int | None = 64, readout_init: str = "zero"
+    ) -> None:
         super().__init__()
         check_option(in_channels, "in_channels", kind=int, low=1)
         check_option(width, "width", kind=int, low=1)
         check_option(view_size, "view_size", kind=int, low=8, allow_none=True)
+        check_option(readout_init, "readout_init", choices=("zero", "random"))
         self.in_channels = in_channels
+        self.readout_init = readout_init
         self.view_size = view_size
         self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, padding_mode="reflect")
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, padding_mode="reflect")
         self.conv3 = nn.Conv2d(width, width, 3, padding=1, padding_mode="reflect")
         self.readout = nn.Linear(width, 1)
-        nn.init.zeros_(self.readout.weight)
-        nn.init.zeros_(self.readout.bias)
+        if readout_init == "zero":
+            nn.init.zeros_(self.readout.weight)
+            nn.init.zeros_(self.readout.bias)
 
     def view(self, x: torch.Tensor) -> torch.Tensor:
         """The resized view the energy sees (longer side at most `view_size`)."""
@@ -80,9 +105,11 @@ class EnergyNet(nn.Module):
         return self.readout(y).squeeze(1)
 
 
-def _energy_net(energy_net: nn.Module | None, in_channels: int | None) -> nn.Module:
+def _energy_net(
+    energy_net: nn.Module | None, in_channels: int | None, readout_init: str = "zero"
+) -> nn.Module:
     if energy_net is None:
-        return EnergyNet(3 if in_channels is None else in_channels)
+        return EnergyNet(3 if in_channels is None else in_channels, readout_init=readout_init)
     if in_channels is not None:
         raise ValueError("in_channels configures the default EnergyNet; do not pass it with energy_net")
     if not isinstance(energy_net, nn.Module):
@@ -107,17 +134,30 @@ def _energy(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class DiscreteCanonicalizer(Canonicalizer):
     """Canonicalization by the lowest learned energy among K fixed group elements ("Canon").
 
+    The energy of candidate $k$ is $E(S^{-1}(I; g_k)) - b\\,[g_k = e]$, with $b$ = `identity_bias`.
+
     Args:
         group: the group; without `elements` it must provide `sample_params(n, generator=...)`.
-        energy_net: maps `(B, C, H, W)` to energies `(B,)`; default `EnergyNet(in_channels)`.
+        energy_net: maps `(B, C, H, W)` to energies `(B,)`; default
+            `EnergyNet(in_channels, readout_init="random")`.
         in_channels: input channels of the default energy network (default 3).
         num_elements: K, the number of candidates including the identity (default 64).
-        elements: `(K, *param_shape)` candidate parameters; must contain the identity. Default: the
-            identity followed by K - 1 elements from `group.sample_params` (seeded by `seed`).
+        elements: `(K, *param_shape)` candidate parameters; must contain the identity. Default: built
+            by `candidates`.
+        candidates: how the default candidates are drawn with `group.sample_params` (seeded by `seed`),
+            the identity always first. `"structured"` (default): round(`mild_fraction` (K - 1)) mild
+            elements (`scale_range=mild_range`), then the rest wide (`sample_kwargs["scale_range"]`, the
+            group's default (0.5, 2.0) if not given). `"random"`: K - 1 elements with `sample_kwargs`.
+            A group whose `sample_params` takes no `scale_range` gets the `"random"` set.
+        mild_range: `(low, high)` local scale range of the mild candidates, `low <= 1 <= high`
+            (default (0.8, 1.25)).
+        mild_fraction: share of the non-identity candidates that are mild, in [0, 1] (default 0.75).
         sample_kwargs: extra keyword arguments for `group.sample_params`, e.g.
             `{"scale_range": (0.5, 2.0)}` for the shipped groups.
         temperature: temperature of the softmin behind the straight-through gradient.
         seed: seed of the candidate sampling.
+        identity_bias: $b \\geq 0$ subtracted from the identity's energy (default 1.0): an untrained Canon
+            returns the identity, and a learned energy has to beat the identity by $b$ to warp.
 
     Raises:
         TypeError, ValueError: invalid options, or `elements` without the identity.
@@ -126,7 +166,7 @@ class DiscreteCanonicalizer(Canonicalizer):
         >>> from deqcanon import GlobalScaleGroup
         >>> canon = DiscreteCanonicalizer(GlobalScaleGroup(), in_channels=1, num_elements=8)
         >>> result = canon(torch.rand(2, 1, 24, 24))
-        >>> result.params.tolist()       # a fresh energy is flat: the identity (index 0) wins
+        >>> result.params.tolist()       # the identity (index 0) is favoured by identity_bias
         [[0.0], [0.0]]
     """
 
@@ -138,14 +178,26 @@ class DiscreteCanonicalizer(Canonicalizer):
         in_channels: int | None = None,
         num_elements: int = 64,
         elements: torch.Tensor | None = None,
+        candidates: str = "structured",
+        mild_range: tuple[float, float] = (0.8, 1.25),
+        mild_fraction: float = 0.75,
         sample_kwargs: dict | None = None,
         temperature: float = 1.0,
         seed: int = 0,
+        identity_bias: float = 1.0,
     ) -> None:
         super().__init__(group)
-        self.energy_net = _energy_net(energy_net, in_channels)
+        self.energy_net = _energy_net(energy_net, in_channels, readout_init="random")
         check_option(temperature, "temperature", kind=(int, float), low=0.0, low_inclusive=False)
+        check_option(candidates, "candidates", choices=("structured", "random"))
+        check_option(mild_fraction, "mild_fraction", kind=(int, float), low=0.0, high=1.0)
+        check_option(identity_bias, "identity_bias", kind=(int, float), low=0.0)
+        check_option(seed, "seed", kind=int)
+        mild_range = _check_mild_range(mild_range)
+        if sample_kwargs is not None and not isinstance(sample_kwargs, dict):
+            raise TypeError(f"sample_kwargs must be a dict or None, got {type(sample_kwargs).__name__}")
         self.temperature = float(temperature)
+        self.identity_bias = float(identity_bias)
         identity = group.identity_params(1, dtype=torch.get_default_dtype())
         if elements is None:
             check_option(num_elements, "num_elements", kind=int, low=1)
@@ -155,12 +207,15 @@ class DiscreteCanonicalizer(Canonicalizer):
                     f"{type(group).__name__} has no sample_params(n, generator=...); pass elements explicitly"
                 )
             generator = torch.Generator().manual_seed(seed)
-            others = (
-                sample(num_elements - 1, generator=generator, **(sample_kwargs or {}))
-                if num_elements > 1
-                else identity[:0]
-            )
-            elements = torch.cat([identity, others.to(identity.dtype)], dim=0)
+            kwargs = dict(sample_kwargs or {})
+            structured = candidates == "structured" and _takes_scale_range(sample)
+            n_mild = round(mild_fraction * (num_elements - 1)) if structured else 0
+            parts = [identity]
+            if n_mild:
+                parts.append(sample(n_mild, generator=generator, **{**kwargs, "scale_range": mild_range}))
+            if num_elements - 1 - n_mild:
+                parts.append(sample(num_elements - 1 - n_mild, generator=generator, **kwargs))
+            elements = torch.cat([p.to(identity.dtype) for p in parts], dim=0)
         else:
             check_tensor(elements, "elements", shape=f"(K, {', '.join(map(str, group.param_shape))})")
             if tuple(elements.shape[1:]) != tuple(group.param_shape):
@@ -168,9 +223,10 @@ class DiscreteCanonicalizer(Canonicalizer):
                     f"elements must have shape (K, {', '.join(map(str, group.param_shape))}), "
                     f"got {tuple(elements.shape)}"
                 )
-            is_identity = (elements - identity.to(elements)).flatten(1).abs().amax(dim=1) <= 1e-6
-            if not bool(is_identity.any()):
-                raise ValueError("elements must contain the identity parameters")
+        is_identity = (elements - identity.to(elements)).flatten(1).abs().amax(dim=1) <= 1e-6
+        if not bool(is_identity.any()):
+            raise ValueError("elements must contain the identity parameters")
+        self.identity_index = int(is_identity.nonzero()[0, 0])
         self.register_buffer("elements", elements.detach().clone())
 
     @property
@@ -185,7 +241,12 @@ class DiscreteCanonicalizer(Canonicalizer):
         cand = self.elements.to(view.dtype)
         rep = view.repeat_interleave(k, dim=0)
         params = cand.repeat(b, *([1] * (cand.dim() - 1)))
-        return _energy(self.energy_net, self.group.act_inverse(rep, params)).view(b, k)
+        energies = _energy(self.energy_net, self.group.act_inverse(rep, params)).view(b, k)
+        if self.identity_bias:
+            bias = torch.zeros(k, device=energies.device, dtype=energies.dtype)
+            bias[self.identity_index] = self.identity_bias
+            energies = energies - bias
+        return energies
 
     def forward(self, x: torch.Tensor, *, source: torch.Tensor | None = None) -> CanonicalizationResult:
         """Canonicalize `x` `(B, C, H, W)` with the lowest-energy candidate (predicted from `source`)."""
@@ -213,6 +274,27 @@ class DiscreteCanonicalizer(Canonicalizer):
             canonical=canonical,
             info=None,
         )
+
+    def extra_repr(self) -> str:
+        return f"num_elements={self.num_elements}, identity_bias={self.identity_bias}"
+
+
+def _takes_scale_range(sample: object) -> bool:
+    try:
+        params = inspect.signature(sample).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "scale_range" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _check_mild_range(mild_range: object) -> tuple[float, float]:
+    ok = isinstance(mild_range, (tuple, list)) and len(mild_range) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mild_range)
+    if not ok or not 0 < mild_range[0] <= 1 <= mild_range[1]:
+        raise ValueError(
+            f"mild_range must be a pair (low, high) with 0 < low <= 1 <= high, got {mild_range!r}"
+        )
+    return float(mild_range[0]), float(mild_range[1])
 
 
 class OptimCanonicalizer(Canonicalizer):
@@ -333,6 +415,10 @@ class OptimCanonicalizer(Canonicalizer):
             abs_trace=abs_trace,
             rel_trace=rel_trace,
         )
+        stats = warp_stats(self.group, params)
+        info.param_distance = stats["param_distance"]
+        info.log_slope_mean = stats.get("log_slope_mean")
+        info.log_slope_max = stats.get("log_slope_max")
         return CanonicalizationResult(
             params=params,
             element=self.group.element(params),

@@ -42,7 +42,7 @@ from torch import nn
 
 from ._utils import check_option
 from .base import Canonicalizer
-from .groups import Group
+from .groups import Group, warp_stats
 from .param_net import ParamNet
 from .result import CanonicalizationResult, SolverInfo
 from .solver import (
@@ -97,7 +97,9 @@ class DEQCanonicalizer(Canonicalizer):
         on_nonfinite: `"identity"` (default): samples whose parameters are NaN/inf after the fallback are
             replaced by the identity, flagged in `info.finite` and logged, and the batch's parameters are
             detached from H (a NaN sample would otherwise turn every weight gradient into NaN); `"raise"`:
-            raise `FloatingPointError`.
+            raise `FloatingPointError`. This holds for every group: a sample whose state turns non-finite
+            inside the solve is evaluated at the identity (never passed to the group's own validation) and
+            stays non-finite, so it ends in this fallback; the other samples are unaffected.
 
     Raises:
         TypeError, ValueError: invalid options (each names the option and its valid values). Unknown
@@ -285,6 +287,10 @@ class DEQCanonicalizer(Canonicalizer):
             # (0 * NaN), so the whole batch is detached from H; the canonical input stays differentiable in x.
             params = torch.where(_expand(info.finite, params), params, z0).detach()
             residual = jacobian_loss = None
+        stats = warp_stats(self.group, params)
+        info.param_distance = stats["param_distance"]
+        info.log_slope_mean = stats.get("log_slope_mean")
+        info.log_slope_max = stats.get("log_slope_max")
 
         return CanonicalizationResult(
             params=params,
@@ -345,7 +351,13 @@ class DEQCanonicalizer(Canonicalizer):
         group, net = self.group, self.param_net
 
         def f(z: torch.Tensor) -> torch.Tensor:
-            return net(group.act_inverse(src_view, z))
+            # A sample whose state is non-finite is evaluated at the identity and kept non-finite, so the
+            # group's own validation (e.g. monowarp's) never sees NaN: the solver's fallback and
+            # `on_nonfinite` handle that sample, and the others are unaffected (no host synchronisation).
+            finite = _expand(_finite_rows(z), z)
+            safe = torch.where(finite, z, group.identity_params(z.shape[0], device=z.device, dtype=z.dtype))
+            out = net(group.act_inverse(src_view, safe))
+            return torch.where(_expand(finite.flatten(), out), out, torch.full_like(out, float("nan")))
 
         return f
 

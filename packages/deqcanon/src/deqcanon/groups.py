@@ -18,6 +18,8 @@ Two optional hooks make a group fit the default networks better:
   Without them the parameters are treated as a `(D, 1, 1)` field (global pooling).
 - `sample_params(n, *, generator, device, dtype)`: random elements, used by `DiscreteCanonicalizer`
   to build its candidate set.
+- `log_slopes(params)`: `(B, P)` log local scale factors of the elements (gauge invariant, 0 at the
+  identity up to rounding), used by `warp_stats` to report how far the canonicalizer warps.
 
 `MonotoneScaleGroup` (on `monowarp`) is the group of the paper (Sec. 4.1); `GlobalScaleGroup`
 (isotropic scaling about the image centre, one log-scale parameter) is a minimal second group that
@@ -37,7 +39,7 @@ import monowarp
 
 from ._utils import check_option, check_tensor
 
-__all__ = ["GlobalScaleGroup", "Group", "MonotoneScaleGroup", "field_shape_of"]
+__all__ = ["GlobalScaleGroup", "Group", "MonotoneScaleGroup", "field_shape_of", "warp_stats"]
 
 
 @runtime_checkable
@@ -88,6 +90,36 @@ def field_shape_of(group: Group) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"group.field_shape must be (C, h, w) with positive sizes, got {shape}")
     return shape
+
+
+def warp_stats(group: Group, params: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How far the elements of `params` `(B, *param_shape)` are from the identity, per sample; detached.
+
+    Returns a dict of `(B,)` tensors: `param_distance`, the mean of $|\\Phi - \\Phi_e|$ over the parameters
+    ($\\Phi_e$ the identity parameters; cheap and group agnostic, but not gauge invariant: for the monotone
+    group a uniform shift of one knot function's logits changes it and not the element), and, when the
+    group has `log_slopes`, `log_slope_mean` and `log_slope_max`, the mean and max of $|\\log s|$ over the
+    element's local scale factors $s$ (0 at the identity, up to rounding). Non-finite samples give NaN.
+
+    Example:
+        >>> group = MonotoneScaleGroup(grid=(2, 2))
+        >>> stats = warp_stats(group, group.identity_params(3))
+        >>> stats["param_distance"].tolist(), bool((stats["log_slope_max"] < 1e-6).all())
+        ([0.0, 0.0, 0.0], True)
+    """
+    with torch.no_grad():
+        params = params.detach()
+        identity = group.identity_params(params.shape[0], device=params.device, dtype=params.dtype)
+        finite = torch.isfinite(params).flatten(1).all(dim=1)
+        safe = torch.where(finite.view(-1, *([1] * (params.dim() - 1))), params, identity)
+        stats = {"param_distance": (params - identity).abs().flatten(1).mean(dim=1)}
+        log_slopes = getattr(group, "log_slopes", None)
+        if log_slopes is not None:
+            a = log_slopes(safe).abs()
+            nan = torch.full_like(a[:, 0], float("nan"))
+            stats["log_slope_mean"] = torch.where(finite, a.mean(dim=1), nan)
+            stats["log_slope_max"] = torch.where(finite, a.amax(dim=1), nan)
+    return stats
 
 
 def _check_params(params: Any, group: Group) -> torch.Tensor:
@@ -195,6 +227,18 @@ class MonotoneScaleGroup:
             x, g, mode=self.mode, padding_mode=self.padding_mode, align_corners=self.align_corners
         )
 
+    def log_slopes(self, params: torch.Tensor) -> torch.Tensor:
+        """`(B, D)` log slopes of every interval of every row and column function (~0 at the identity).
+
+        The slope of an interval is its share of the unit interval times the number of intervals; the 2-D
+        local scales (`monowarp.MonotoneScale.local_scale`) are convex combinations of these slopes.
+        """
+        g = self.element(params)
+        n, m = self.grid
+        sx = torch.diff(g.knots_x, dim=-1).flatten(1) * n
+        sy = torch.diff(g.knots_y, dim=-1).flatten(1) * m
+        return torch.cat([sx, sy], dim=1).log()
+
     def params_from_field(self, field: torch.Tensor) -> torch.Tensor:
         """`(B, 2, M+1, N+1)` field -> `(B, D)` logits (see the class docstring for the layout)."""
         n, m = self.grid
@@ -277,6 +321,10 @@ class GlobalScaleGroup:
     def element(self, params: torch.Tensor) -> torch.Tensor:
         """The scale factors $s = e^a$, `(B, 1)`."""
         return _check_params(params, self).exp()
+
+    def log_slopes(self, params: torch.Tensor) -> torch.Tensor:
+        """`(B, 1)`: the log scale factor itself."""
+        return _check_params(params, self)
 
     def act(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """$S(x; s)(p) = x(c + (p - c) / s)$."""

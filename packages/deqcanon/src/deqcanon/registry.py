@@ -4,10 +4,14 @@ Apps and configuration files choose a canonicalizer by a string and a few keywor
 registry maps the name to a builder `builder(group, in_channels, **options) -> nn.Module`. Built in:
 
 - `"dec"`: `DEQCanonicalizer` (eqs. 14-16) with the parameter network `ParamNet` (appendix A1);
-  options: `widths`, `view_size`, `weight_norm` (of `ParamNet`) and every keyword of
+  options: `widths`, `view_size`, `weight_norm`, `head` (`"identity_init"` or `"bounded"`),
+  `temperature` (bounded head, default 3.0), `init_scale` (default 0.0 for `"identity_init"`, 0.01 for
+  `"bounded"`) (of `ParamNet`) and every keyword of
   `DEQCanonicalizer` (`solver`, `max_iter`, `tol`, `backward`, ...).
 - `"canon"`: `DiscreteCanonicalizer` (the paper's Canon) with an `EnergyNet`; options: `width`,
-  `view_size` (of `EnergyNet`), `num_elements`, `elements`, `sample_kwargs`, `temperature`, `seed`.
+  `view_size`, `readout_init` (of `EnergyNet`, default `"random"`), `num_elements`, `elements`,
+  `candidates` (default `"structured"`), `mild_range` (default (0.8, 1.25)), `mild_fraction` (default
+  0.75), `sample_kwargs`, `temperature`, `seed`, `identity_bias` (default 1.0).
 - `"optim"`: `OptimCanonicalizer` (the paper's Optim, eq. 7) with an `EnergyNet`; options: `width`,
   `view_size`, `steps`, `step_size`, `optimizer`, `betas`, `eps`, `tol`, `stop_mode`.
 
@@ -224,7 +228,9 @@ _DEC_OPTIONS = tuple(
 )
 
 
-@register_canonicalizer("dec", options=("widths", "view_size", "weight_norm", *_DEC_OPTIONS))
+@register_canonicalizer(
+    "dec", options=("widths", "view_size", "weight_norm", "head", "temperature", "init_scale", *_DEC_OPTIONS)
+)
 def _dec(
     group: Group,
     in_channels: int,
@@ -232,9 +238,21 @@ def _dec(
     widths: Sequence[int] = (64, 128),
     view_size: int | None = 64,
     weight_norm: bool = False,
+    head: str = "identity_init",
+    temperature: float | None = None,
+    init_scale: float | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    net = ParamNet(group, in_channels, widths=tuple(widths), view_size=view_size, weight_norm=weight_norm)
+    net = ParamNet(
+        group,
+        in_channels,
+        widths=tuple(widths),
+        view_size=view_size,
+        weight_norm=weight_norm,
+        head=head,
+        temperature=temperature,
+        init_scale=init_scale,
+    )
     return DEQCanonicalizer(group, net, **kwargs)
 
 
@@ -247,18 +265,27 @@ def _canon(
     view_size: int | None = 64,
     num_elements: int = 64,
     elements: Any = None,
+    candidates: str = "structured",
+    mild_range: tuple[float, float] = (0.8, 1.25),
+    mild_fraction: float = 0.75,
     sample_kwargs: dict | None = None,
     temperature: float = 1.0,
     seed: int = 0,
+    identity_bias: float = 1.0,
+    readout_init: str = "random",
 ) -> nn.Module:
     return DiscreteCanonicalizer(
         group,
-        EnergyNet(in_channels, width=width, view_size=view_size),
+        EnergyNet(in_channels, width=width, view_size=view_size, readout_init=readout_init),
         num_elements=num_elements,
         elements=elements,
+        candidates=candidates,
+        mild_range=mild_range,
+        mild_fraction=mild_fraction,
         sample_kwargs=sample_kwargs,
         temperature=temperature,
         seed=seed,
+        identity_bias=identity_bias,
     )
 
 

@@ -39,6 +39,11 @@ class SolverInfo:
         fallback: None, or why the requested solver was replaced (e.g. a singular Anderson system).
         backward: statistics of the adjoint solve of the implicit backward, filled in when gradients
             flow back through the result (None before `backward()` and for phantom gradients).
+        param_distance: `(B,)` size of the returned element, the mean of $|\\Phi - \\Phi_e|$ over its
+            parameters ($\\Phi_e$ the identity's; `deqcanon.warp_stats`), or None when not measured.
+        log_slope_mean: `(B,)` mean $|\\log s|$ over the element's local scale factors, for groups with
+            `log_slopes` (None otherwise): 0 when the canonicalizer does not warp.
+        log_slope_max: `(B,)` max $|\\log s|$ over the element's local scale factors (None likewise).
     """
 
     solver: str
@@ -53,6 +58,9 @@ class SolverInfo:
     rel_trace: torch.Tensor = field(default_factory=lambda: torch.empty(0, 0))
     fallback: str | None = None
     backward: SolverInfo | None = None
+    param_distance: torch.Tensor | None = None
+    log_slope_mean: torch.Tensor | None = None
+    log_slope_max: torch.Tensor | None = None
 
     @property
     def all_converged(self) -> bool:
@@ -60,16 +68,30 @@ class SolverInfo:
         return bool(self.converged.all())
 
     def summary(self) -> dict[str, float]:
-        """Batch summary as plain floats (for logging): iterations, mean/max residuals, fractions."""
+        """Batch summary as plain floats (for logging): iterations, mean/max residuals, fractions, and the
+        warp's size when measured (`param_distance` and `log_slope_mean`: batch means; `log_slope_max`: batch
+        max; over the finite samples).
+
+        Examples:
+            >>> ok = torch.ones(2, dtype=torch.bool)
+            >>> info = SolverInfo("anderson", 3, torch.zeros(2), torch.zeros(2), ok, ok, 1e-3, "rel",
+            ...                   log_slope_max=torch.tensor([0.25, 0.5]))
+            >>> info.summary()["log_slope_max"], info.summary()["finite"]
+            (0.5, 1.0)
+        """
         residual = self.rel_residual if self.stop_mode == "rel" else self.abs_residual
-        finite = residual[torch.isfinite(residual)]
-        return {
+        out = {
             "iterations": float(self.iterations),
-            "residual_mean": float(finite.mean()) if finite.numel() else float("nan"),
-            "residual_max": float(finite.max()) if finite.numel() else float("nan"),
+            "residual_mean": _reduce(residual, "mean"),
+            "residual_max": _reduce(residual, "max"),
             "converged": float(self.converged.float().mean()),
             "finite": float(self.finite.float().mean()),
         }
+        for name, how in (("param_distance", "mean"), ("log_slope_mean", "mean"), ("log_slope_max", "max")):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = _reduce(value, how)
+        return out
 
 
 @dataclass
@@ -96,3 +118,10 @@ class CanonicalizationResult:
     info: SolverInfo | None = None
     residual: torch.Tensor | None = None
     jacobian_loss: torch.Tensor | None = None
+
+
+def _reduce(values: torch.Tensor, how: str) -> float:
+    finite = values[torch.isfinite(values)]
+    if not finite.numel():
+        return float("nan")
+    return float(finite.mean() if how == "mean" else finite.max())
