@@ -165,3 +165,15 @@ def test_each_canonicalizer_comes_from_the_registry_with_the_options(method):
     expected = {"dec": deqcanon.DEQCanonicalizer, "canon": deqcanon.DiscreteCanonicalizer,
                 "optim": deqcanon.OptimCanonicalizer}[method]  # fmt: skip
     assert isinstance(module, expected)
+
+
+def test_the_bounded_dec_head_is_an_option_and_moves_the_warp_at_step_0():
+    canon = CanonOptions(dec_widths=[4, 8], dec_head="bounded", dec_temperature=3.0, dec_init_scale=0.5)
+    model = build_model(
+        MnistModel(backbone="test_resnet", pretrained=False), (32, 96), "dec", canon, for_training=False
+    )
+    _, results = model(torch.rand(2, 1, 32, 96), return_results=True)
+    info = results["input"].info
+    assert bool((info.log_slope_max > 0).all())  # not the identity at step 0
+    with pytest.raises(ValueError, match="dec_temperature"):
+        CanonOptions(dec_temperature=2.0)  # the identity-init head has no temperature

@@ -165,13 +165,20 @@ class CanonOptions:
         freeze_backbone_epochs: epochs at the start in which only the canonicalizers train (backbone and
             head frozen and in eval mode), as the authors train their DEC before the joint phase.
         num_elements: candidate group elements of canon (the identity is one of them).
-        scale_range: local scale factors of canon's candidates.
+        scale_range: local scale factors of canon's wide candidates.
+        candidates: canon's candidate set: structured (the identity first, then mostly mild warps) or random.
+        identity_bias: subtracted from the energy of canon's identity candidate, so that an untrained
+            energy picks the identity.
         optim_steps: unrolled gradient steps of optim (eq. 7).
         optim_step_size: step size of optim's gradient steps.
         energy_width: channels of the energy CNN of canon and optim.
         energy_view_size: longer side of the view the energy of canon and optim sees.
         dec_widths: channels of the stages of the DEC's parameter network H.
         dec_view_size: longer side of the view H sees (None: full resolution).
+        dec_head: H's output head: identity_init (exactly the identity at step 0) or bounded (the authors'
+            sigmoid(InstanceNorm(conv)) with a temperature: bounded local scales, not the identity at step 0).
+        dec_temperature: temperature of the bounded head (None: 3, the authors').
+        dec_init_scale: initial scale of H's last layer (None: the head's default, 0 or 0.01).
         dec_solver: fixed-point solver of the DEC (deqcanon.solver_names()).
         dec_max_iter: solver iterations.
         dec_tol: solver tolerance (relative residual).
@@ -187,12 +194,17 @@ class CanonOptions:
     freeze_backbone_epochs: NonNegativeInt = 0
     num_elements: PositiveInt = 64
     scale_range: tuple[float, float] = (0.5, 2.0)
+    candidates: Literal["structured", "random"] = "structured"
+    identity_bias: NonNegativeFloat = 1.0
     optim_steps: PositiveInt = 5
     optim_step_size: PositiveFloat = 0.1
     energy_width: PositiveInt = 32
     energy_view_size: PositiveInt | None = 64
     dec_widths: list[PositiveInt] = field(default_factory=lambda: [32, 64])
     dec_view_size: PositiveInt | None = 64
+    dec_head: Literal["identity_init", "bounded"] = "identity_init"
+    dec_temperature: PositiveFloat | None = None
+    dec_init_scale: NonNegativeFloat | None = None
     dec_solver: str = "anderson"
     dec_max_iter: PositiveInt = 5
     dec_tol: PositiveFloat = 1e-3
@@ -209,6 +221,8 @@ class CanonOptions:
         if not self.dec_widths:
             raise ValueError("canon.dec_widths must have at least one stage width")
         check_range("canon.scale_range", self.scale_range)
+        if self.dec_temperature is not None and self.dec_head != "bounded":
+            raise ValueError("canon.dec_temperature applies to canon.dec_head bounded only")
 
     @property
     def layer_list(self) -> list[int | str]:
