@@ -43,7 +43,8 @@ __all__ = [
 LAYOUTS: tuple[str, ...] = ("nchw", "nhwc", "tokens")
 """The feature layouts latentcanon understands."""
 
-_SHAPES = "(B, C, H, W) [nchw], (B, H, W, C) [nhwc] or (B, P + H*W, C) [tokens]"
+# nchw, nhwc (any 4-D tensor matches the first; the second names the form in messages) and tokens
+_SHAPES = [("B", "C", "H", "W"), ("B", "H", "W", "C"), ("B", "P + H*W", "C")]
 
 
 class GroupAction(Protocol):
@@ -140,7 +141,7 @@ class ModelLayout:
         Raises:
             ValueError: `x` has another rank, or its tokens do not fill the patch grid.
         """
-        check_tensor(x, "feature", ndim=(3, 4), shape=_SHAPES)
+        x = check_tensor(x, "feature", _SHAPES, finite=False, nonempty=False)
         if x.ndim == 4:
             return Layout("nhwc" if self.channels_last else "nchw")
         num_tokens = x.shape[1]
