@@ -72,11 +72,11 @@ def adapt_small(model: nn.Module, x: torch.Tensor, **kwargs) -> latentcanon.Late
 
 # ---- independent reference of the layouts and of the group action ------------------------------------------
 def ref_split(family: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    kind, num_prefix, grid = MODELS[family][3]
+    kind, num_prefix, grid_size = MODELS[family][3]
     if x.ndim == 4:
         return (x.permute(0, 3, 1, 2), None) if kind == "nhwc" else (x, None)
     batch, _, channels = x.shape
-    return x[:, num_prefix:].reshape(batch, *grid, channels).permute(0, 3, 1, 2), x[:, :num_prefix]
+    return x[:, num_prefix:].reshape(batch, *grid_size, channels).permute(0, 3, 1, 2), x[:, :num_prefix]
 
 
 def ref_join(family: str, fmap: torch.Tensor, prefix: torch.Tensor | None) -> torch.Tensor:

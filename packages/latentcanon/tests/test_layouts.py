@@ -14,9 +14,9 @@ SWIN = dict(img_size=(32, 64), window_size=2, depths=(1, 1, 1, 1), embed_dim=24,
 LAYOUT_CASES = [
     (Layout("nchw"), (2, 5, 3, 4)),
     (Layout("nhwc"), (2, 3, 4, 5)),
-    (Layout("tokens", num_prefix_tokens=0, grid=(3, 4)), (2, 12, 5)),
-    (Layout("tokens", num_prefix_tokens=1, grid=(2, 3)), (2, 7, 5)),
-    (Layout("tokens", num_prefix_tokens=5, grid=(3, 2)), (1, 11, 5)),
+    (Layout("tokens", num_prefix_tokens=0, grid_size=(3, 4)), (2, 12, 5)),
+    (Layout("tokens", num_prefix_tokens=1, grid_size=(2, 3)), (2, 7, 5)),
+    (Layout("tokens", num_prefix_tokens=5, grid_size=(3, 2)), (1, 11, 5)),
 ]
 
 
@@ -25,13 +25,13 @@ def test_round_trip_is_exact(layout, shape, dtype):
     x = torch.randn(shape, dtype=dtype)
     fmap, prefix = to_nchw(x, layout)
     assert fmap.ndim == 4 and fmap.shape[:2] == (shape[0], 5)
-    assert fmap.shape[2:] == (layout.grid if layout.kind == "tokens" else (3, 4))
+    assert fmap.shape[2:] == (layout.grid_size if layout.kind == "tokens" else (3, 4))
     back = from_nchw(fmap, layout, prefix)
     assert torch.equal(back, x) and back.is_contiguous()
 
 
 def test_tokens_are_row_major_on_the_grid():
-    layout = Layout("tokens", num_prefix_tokens=1, grid=(2, 3))
+    layout = Layout("tokens", num_prefix_tokens=1, grid_size=(2, 3))
     x = torch.arange(7.0).reshape(1, 7, 1)  # token t has value t
     fmap, prefix = to_nchw(x, layout)
     assert prefix.flatten().tolist() == [0.0]
@@ -54,9 +54,9 @@ def test_warp_round_trip_and_prefix(layout, shape, column_scale):
     "kwargs,error",
     [
         (dict(kind="chw"), "kind must be one of"),
-        (dict(kind="tokens"), "grid"),
-        (dict(kind="tokens", grid=(0, 2)), "grid"),
-        (dict(kind="tokens", grid=(2, 2), num_prefix_tokens=-1), "num_prefix_tokens"),
+        (dict(kind="tokens"), "grid_size"),
+        (dict(kind="tokens", grid_size=(0, 2)), "grid_size"),
+        (dict(kind="tokens", grid_size=(2, 2), num_prefix_tokens=-1), "num_prefix_tokens"),
         (dict(kind="nchw", num_prefix_tokens=1), "tokens layout only"),
     ],
 )
@@ -87,7 +87,7 @@ def test_model_layout_errors():
     with pytest.raises(TypeError, match=r"torch\.Tensor"):
         layout.detect((torch.zeros(1, 5, 192),), (32, 32))
     bare = ModelLayout(num_prefix_tokens=1)  # no patch_embed: the grid must be square
-    assert bare.detect(torch.zeros(1, 10, 3), (1, 1)).grid == (3, 3)
+    assert bare.detect(torch.zeros(1, 10, 3), (1, 1)).grid_size == (3, 3)
     with pytest.raises(ValueError, match="not a square"):
         bare.detect(torch.zeros(1, 7, 3), (1, 1))
 

@@ -237,3 +237,26 @@ def test_warp1d(device, dtype):
     torch.testing.assert_close(unwarp1d(x, f)[:, 1], f.forward_map(t), atol=1e-6, rtol=0)
     torch.testing.assert_close(unwarp1d(warp1d(x, f), f), x, atol=1e-6, rtol=0)  # linear signal: exact
     assert warp1d(x, f, align_corners=False).shape == (2, 3, 9)
+
+
+@pytest.mark.parametrize("fn", [warp, unwarp, sample_at, warp1d, unwarp1d])
+def test_string_options_are_typed_and_checked(fn):
+    """The Literal types of the signatures list exactly what the runtime check accepts."""
+    import typing
+
+    import monowarp
+
+    hints = typing.get_type_hints(fn)
+    assert typing.get_args(hints["mode"]) == ("bilinear", "nearest", "bicubic")
+    assert typing.get_args(hints["padding_mode"]) == ("zeros", "border", "reflection")
+    aug_hints = typing.get_type_hints(monowarp.RandomMonotoneScale.__init__)
+    assert typing.get_args(aug_hints["mode"]) == ("bilinear", "nearest")
+    assert typing.get_args(aug_hints["direction"]) == ("unwarp", "warp")
+    g = sample_monotone_scale(1, generator=torch.Generator().manual_seed(0))
+    x, pts = torch.rand(1, 1, 4, 4), torch.rand(1, 4, 4, 2)
+    f = Monotone1d.identity(1)
+    args = {sample_at: (x, pts), warp1d: (x[:, :, 0], f), unwarp1d: (x[:, :, 0], f)}.get(fn, (x, g))
+    with pytest.raises(ValueError, match="mode must be one of 'bilinear', 'nearest', 'bicubic', got 'area'"):
+        fn(*args, mode="area")
+    with pytest.raises(ValueError, match="padding_mode must be one of 'zeros', 'border', 'reflection'"):
+        fn(*args, padding_mode="wrap")

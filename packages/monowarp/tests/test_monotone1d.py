@@ -53,9 +53,9 @@ def test_errors():
         Monotone1d.from_knots(torch.tensor([[0.0, 0.5, 0.5, 1.0]]))
     with pytest.raises(ValueError, match="ys must start at 0 and end at 1"):
         Monotone1d.from_knots(torch.tensor([[0.1, 0.5, 1.0]]))
-    with pytest.raises(ValueError, match="knots must be finite"):
+    with pytest.raises(ValueError, match="knots contains NaN or infinite values"):
         Monotone1d.from_knots(torch.tensor([[0.0, float("nan"), 1.0]]))
-    with pytest.raises(ValueError, match="params must be finite"):
+    with pytest.raises(ValueError, match="params contains NaN or infinite values"):
         Monotone1d.from_params(torch.tensor([[0.0, float("inf")]]))
     with pytest.raises(ValueError, match=r"t must have shape \(2, P\)"):
         Monotone1d.identity(2).forward_map(torch.rand(3, 4))

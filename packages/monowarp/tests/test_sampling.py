@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from monowarp import MonotoneScale, sample_monotone_scale
+from monowarp import MonotoneScale, RandomMonotoneScale, sample_monotone_scale
 
 
 def _slopes(g: MonotoneScale) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,11 +31,11 @@ def test_cardinality(batch, grid):
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"0 < a <= 1 <= b"):
+    with pytest.raises(ValueError, match=r"0 < low <= 1 <= high"):
         sample_monotone_scale(2, scale_range=(1.2, 2.0))
-    with pytest.raises(ValueError, match=r"0 < a <= 1 <= b"):
+    with pytest.raises(ValueError, match=r"0 < low <= 1 <= high"):
         sample_monotone_scale(2, scale_range=(0.5, 0.9))
-    with pytest.raises(ValueError, match=r"0 < a <= 1 <= b"):
+    with pytest.raises(ValueError, match=r"0 < low <= 1 <= high"):
         sample_monotone_scale(2, scale_range=(0.0, 2.0))
     with pytest.raises(ValueError, match="scale_range must be a pair"):
         sample_monotone_scale(2, scale_range=(0.5,))
@@ -210,3 +210,16 @@ def test_closed_form_shift_equals_the_bisection(scale_range):
     assert int(ok.sum()) > 0
     torch.testing.assert_close(new.knots_x[ok], old.knots_x[ok], atol=1e-12, rtol=0)
     torch.testing.assert_close(new.knots_y[ok], old.knots_y[ok], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(scale_range=(1.2, 2.0)), dict(scale_range="wide"), dict(grid=(0, 4)), dict(grid=4)]
+)
+def test_sampling_and_augmentation_reject_alike(kwargs):
+    """One check each for grid and scale_range: the sampler and the augmentation say the same."""
+    with pytest.raises(ValueError) as sampled:
+        sample_monotone_scale(2, **kwargs)
+    with pytest.raises(ValueError) as augmented:
+        RandomMonotoneScale(**kwargs)
+    assert str(sampled.value) == str(augmented.value)
+    assert next(iter(kwargs)) + " must be a pair" in str(sampled.value)

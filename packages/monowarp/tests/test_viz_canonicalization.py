@@ -78,10 +78,10 @@ def test_zoom_row_rgb_and_given_canonical(tmp_path):
 @pytest.mark.parametrize(
     ("images", "error", "match"),
     [
-        (torch.rand(1, 8, 8), ValueError, r"shape \(B, C, H, W\)"),
-        (torch.rand(1, 2, 8, 8), ValueError, "C = 1 \\(grey\\) or 3 \\(RGB\\)"),
+        (torch.rand(1, 8, 8), ValueError, r"shape \(B, 1, H, W\) or \(B, 3, H, W\), got \(1, 8, 8\)"),
+        (torch.rand(1, 2, 8, 8), ValueError, r"must have shape \(B, 1, H, W\) or \(B, 3, H, W\)"),
         (np.zeros((1, 1, 8, 8)), TypeError, "torch.Tensor"),
-        (torch.zeros(1, 1, 8, 8, dtype=torch.uint8), TypeError, "floating-point"),
+        (torch.zeros(1, 1, 8, 8, dtype=torch.uint8), TypeError, "must have a floating point dtype"),
         (torch.full((1, 1, 8, 8), float("nan")), ValueError, "NaN"),
         (torch.rand(2, 1, 8, 8), ValueError, "one scaling per image \\(2\\), got a batch of 1"),
     ],

@@ -43,7 +43,8 @@ __all__ = [
 LAYOUTS: tuple[str, ...] = ("nchw", "nhwc", "tokens")
 """The feature layouts latentcanon understands."""
 
-_SHAPES = "(B, C, H, W) [nchw], (B, H, W, C) [nhwc] or (B, P + H*W, C) [tokens]"
+# nchw, nhwc (any 4-D tensor matches the first; the second names the form in messages) and tokens
+_SHAPES = [("B", "C", "H", "W"), ("B", "H", "W", "C"), ("B", "P + H*W", "C")]
 
 
 class GroupAction(Protocol):
@@ -65,10 +66,10 @@ class Layout:
     Args:
         kind: `"nchw"`, `"nhwc"` or `"tokens"`.
         num_prefix_tokens: P, the number of leading tokens that are not on the patch grid (tokens only).
-        grid: `(H, W)` of the patch grid (tokens only).
+        grid_size: `(H, W)` of the patch grid (tokens only), as timm's `patch_embed.grid_size`.
 
     Examples:
-        >>> layout = Layout("tokens", num_prefix_tokens=1, grid=(2, 3))
+        >>> layout = Layout("tokens", num_prefix_tokens=1, grid_size=(2, 3))
         >>> fmap, prefix = to_nchw(torch.zeros(4, 7, 16), layout)
         >>> tuple(fmap.shape), tuple(prefix.shape)
         ((4, 16, 2, 3), (4, 1, 16))
@@ -76,17 +77,21 @@ class Layout:
 
     kind: Literal["nchw", "nhwc", "tokens"]
     num_prefix_tokens: int = 0
-    grid: tuple[int, int] | None = None
+    grid_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.kind, "kind", LAYOUTS)
         if self.kind == "tokens":
-            if self.grid is None or len(self.grid) != 2 or min(self.grid) < 1:
-                raise ValueError(f"a tokens layout needs grid=(H, W) with H, W >= 1, got {self.grid!r}")
+            if self.grid_size is None or len(self.grid_size) != 2 or min(self.grid_size) < 1:
+                raise ValueError(
+                    f"a tokens layout needs grid_size=(H, W) with H, W >= 1, got {self.grid_size!r}"
+                )
             if self.num_prefix_tokens < 0:
                 raise ValueError(f"num_prefix_tokens must be >= 0, got {self.num_prefix_tokens}")
-        elif self.num_prefix_tokens or self.grid is not None:
-            raise ValueError(f"num_prefix_tokens and grid apply to the tokens layout only, not {self.kind!r}")
+        elif self.num_prefix_tokens or self.grid_size is not None:
+            raise ValueError(
+                f"num_prefix_tokens and grid_size apply to the tokens layout only, not {self.kind!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ class ModelLayout:
             >>> import timm
             >>> vit = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=1, reg_tokens=4)
             >>> ModelLayout.from_model(vit).detect(torch.zeros(1, 9, 192), (32, 32))
-            Layout(kind='tokens', num_prefix_tokens=5, grid=(2, 2))
+            Layout(kind='tokens', num_prefix_tokens=5, grid_size=(2, 2))
         """
         num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0) or 0)
         fmt = getattr(model, "output_fmt", "NCHW")
@@ -123,7 +128,7 @@ class ModelLayout:
         if callable(getattr(patch_embed, "dynamic_feat_size", None)):
             feat_size = patch_embed.dynamic_feat_size
         elif getattr(patch_embed, "grid_size", None) is not None:
-            feat_size = functools.partial(_fixed_grid, tuple(int(g) for g in patch_embed.grid_size))
+            feat_size = functools.partial(_fixed_grid_size, tuple(int(g) for g in patch_embed.grid_size))
         return cls(num_prefix_tokens=num_prefix_tokens, channels_last=channels_last, feat_size=feat_size)
 
     def detect(self, x: torch.Tensor, image_size: tuple[int, int]) -> Layout:
@@ -136,18 +141,18 @@ class ModelLayout:
         Raises:
             ValueError: `x` has another rank, or its tokens do not fill the patch grid.
         """
-        check_tensor(x, "feature", ndim=(3, 4), shape=_SHAPES)
+        x = check_tensor(x, "feature", _SHAPES, finite=False, nonempty=False)
         if x.ndim == 4:
             return Layout("nhwc" if self.channels_last else "nchw")
         num_tokens = x.shape[1]
         num_patches = num_tokens - self.num_prefix_tokens
         if self.feat_size is not None:
-            grid = tuple(int(g) for g in self.feat_size(tuple(image_size)))
-            if grid[0] * grid[1] != num_patches:
+            grid_size = tuple(int(g) for g in self.feat_size(tuple(image_size)))
+            if grid_size[0] * grid_size[1] != num_patches:
                 raise ValueError(
                     f"a token feature of shape {tuple(x.shape)} has {num_tokens} tokens, but "
-                    f"{self.num_prefix_tokens} prefix tokens + a {grid[0]}x{grid[1]} patch grid (image "
-                    f"{tuple(image_size)}) make {self.num_prefix_tokens + grid[0] * grid[1]}"
+                    f"{self.num_prefix_tokens} prefix tokens + a {grid_size[0]}x{grid_size[1]} patch grid "
+                    f"(image {tuple(image_size)}) make {self.num_prefix_tokens + grid_size[0] * grid_size[1]}"
                 )
         else:
             side = math.isqrt(max(num_patches, 0))
@@ -156,8 +161,10 @@ class ModelLayout:
                     f"a token feature of shape {tuple(x.shape)} minus {self.num_prefix_tokens} prefix tokens "
                     "is not a square patch grid, and the model has no patch_embed to give the grid size"
                 )
-            grid = (side, side)
-        return Layout("tokens", num_prefix_tokens=self.num_prefix_tokens, grid=(grid[0], grid[1]))
+            grid_size = (side, side)
+        return Layout(
+            "tokens", num_prefix_tokens=self.num_prefix_tokens, grid_size=(grid_size[0], grid_size[1])
+        )
 
 
 def to_nchw(x: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -179,7 +186,7 @@ def to_nchw(x: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, torch.Tensor
         return x, None
     if layout.kind == "nhwc":
         return x.permute(0, 3, 1, 2), None
-    num_prefix, (height, width) = layout.num_prefix_tokens, layout.grid
+    num_prefix, (height, width) = layout.num_prefix_tokens, layout.grid_size
     patches = x[:, num_prefix:]
     fmap = patches.transpose(1, 2).reshape(x.shape[0], x.shape[2], height, width)
     return fmap, x[:, :num_prefix]
@@ -194,7 +201,7 @@ def from_nchw(fmap: torch.Tensor, layout: Layout, prefix: torch.Tensor | None = 
         prefix: the prefix tokens `(B, P, C)` that `to_nchw` split off (tokens layout with P > 0).
 
     Examples:
-        >>> layout = Layout("tokens", num_prefix_tokens=2, grid=(3, 2))
+        >>> layout = Layout("tokens", num_prefix_tokens=2, grid_size=(3, 2))
         >>> x = torch.randn(1, 8, 4)
         >>> fmap, prefix = to_nchw(x, layout)
         >>> torch.equal(from_nchw(fmap, layout, prefix), x)
@@ -238,5 +245,5 @@ def warp_feature(x: torch.Tensor, group: GroupAction, params: Any, layout: Layou
     return from_nchw(group.act(fmap, params), layout, prefix)
 
 
-def _fixed_grid(grid: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int]:
-    return grid[0], grid[1]
+def _fixed_grid_size(grid_size: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int]:
+    return grid_size[0], grid_size[1]

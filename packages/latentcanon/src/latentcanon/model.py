@@ -54,7 +54,7 @@ CanonicalizerFactory = Callable[[int], nn.Module]
 """`factory(in_channels) -> canonicalizer`: an `nn.Module` with a `group` (`act`, `act_inverse`) whose
 `forward(x)` on `(B, in_channels, H, W)` returns a result with `params`, `element` and `canonical`."""
 
-_IMAGE = "(B, C, H, W)"
+_IMAGE = [("B", "C", "H", "W")]
 
 
 def default_canonicalizer(in_channels: int) -> nn.Module:
@@ -313,7 +313,7 @@ class LatentCanonicalizedModel(nn.Module):
         return self.backbone.forward_head(x, pre_logits=pre_logits)
 
     def _run(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, return_results: bool) -> Any:
-        check_tensor(x, "x", ndim=(4,), shape=_IMAGE)
+        x = check_tensor(x, "x", _IMAGE, finite=False, nonempty=False)
         results: dict[str, Any] = {}
         if not self._installed:
             out = fn(x)

@@ -10,6 +10,7 @@ valid ones and returns the option.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
@@ -47,37 +48,38 @@ def _matches(shape: torch.Size, pattern: Pattern, dims: dict[str, int]) -> dict[
 def check_tensor(
     value: object,
     name: str,
-    shapes: Sequence[Pattern],
+    shapes: Sequence[Pattern] | None,
     *,
     dims: dict[str, int] | None = None,
-    kind: str = "float",
+    kind: Literal["float", "integer", "label", "mask", "any"] = "float",
     finite: bool = True,
     nonempty: bool = True,
     device: torch.device | None = None,
 ) -> torch.Tensor:
     """Validate a tensor argument, bind its symbolic dimensions and return it.
 
-    Patterns of different lengths tell the accepted forms apart: after the call, ``value.ndim`` says
-    which one matched.
+    The same helper, with the same arguments and messages, as those of monowarp and latentcanon (the
+    packages stay independent, so each keeps its own copy).
 
     Args:
-        value: The argument to check.
-        name: The argument's name, used in error messages.
-        shapes: Accepted shape patterns; entries are ints (exact sizes) or letters (sizes bound on first
-            use and checked on later uses, also across calls that share `dims`).
-        dims: Letters already bound by earlier arguments; updated in place with the new bindings.
+        value: the argument to check.
+        name: the argument's name, used in error messages.
+        shapes: accepted shape patterns; entries are ints (exact sizes) or letters (sizes bound on first use
+            and checked on later uses, also across calls that share ``dims``), e.g. ``[("B", "M+1", "N+1")]``;
+            None: any shape.
+        dims: letters already bound by earlier arguments; updated in place with the new bindings.
         kind: ``"float"`` (floating point), ``"integer"`` (integer, not bool), ``"label"`` (integer or
             bool), ``"mask"`` (bool or floating point) or ``"any"``.
-        finite: Reject NaN and infinite entries of floating point tensors.
-        nonempty: Reject tensors with zero elements.
-        device: The device `value` must be on (that of an earlier argument), if given.
+        finite: reject NaN and infinite entries of floating point tensors (synchronises with the device).
+        nonempty: reject tensors with zero elements.
+        device: the device ``value`` must be on (that of an earlier argument), if given.
 
     Returns:
-        `value` itself, now known to be a tensor of the expected kind and shape.
+        ``value`` itself, now known to be a tensor of the expected kind and shape.
 
     Raises:
-        TypeError: If `value` is not a tensor or has the wrong dtype kind.
-        ValueError: If no pattern matches, the tensor is empty or not finite, or on another device.
+        TypeError: ``value`` is not a tensor or has the wrong dtype kind.
+        ValueError: no pattern matches, the tensor is empty or not finite, or on another device.
 
     Example:
         >>> dims = {}
@@ -109,12 +111,13 @@ def check_tensor(
             "any": "a real dtype",
         }[kind]
         raise TypeError(f"{name} must have {expected}, got {dtype}")
-    matches = (_matches(value.shape, pattern, dims) for pattern in shapes)
-    bound = next((b for b in matches if b is not None), None)
-    if bound is None:
-        expected = " or ".join(_format_pattern(p, dims) for p in shapes)
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(value.shape)}")
-    dims.update(bound)
+    if shapes is not None:
+        matches = (_matches(value.shape, pattern, dims) for pattern in shapes)
+        bound = next((b for b in matches if b is not None), None)
+        if bound is None:
+            expected = " or ".join(_format_pattern(p, dims) for p in shapes)
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(value.shape)}")
+        dims.update(bound)
     if device is not None and value.device != device:
         raise ValueError(
             f"{name} must be on the same device as the other inputs ({device}), got {value.device}"
@@ -127,10 +130,10 @@ def check_tensor(
 
 
 def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
-    """Check that a string option is one of `choices`.
+    """Check that a string option is one of ``choices`` and return it.
 
     Raises:
-        ValueError: If `value` is not one of `choices`; the message lists the valid ones.
+        ValueError: ``value`` is not one of ``choices``; the message lists the valid ones.
     """
     if not isinstance(value, str) or value not in choices:
         valid = ", ".join(repr(c) for c in choices)

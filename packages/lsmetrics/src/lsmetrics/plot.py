@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -34,7 +34,7 @@ def plot_per_scale_accuracy(
     *,
     ax: Axes | None = None,
     percent: bool = True,
-    error: str = "auto",
+    error: Literal["auto", "none"] = "auto",
     title: str | None = None,
     xlabel: str = "local scale",
 ) -> Figure:

@@ -49,12 +49,7 @@ __all__ = [
     "warp1d",
 ]
 
-# --------------------------------------------------------------------------------------------------------
-# Augmentation and visualisation (augmentation.py: RandomMonotoneScale; viz.py; demo.py) are added below by
-# their owner: import the public names here and extend __all__, e.g.
-#     from .augmentation import RandomMonotoneScale
-#     __all__ += ["RandomMonotoneScale"]
-# --------------------------------------------------------------------------------------------------------
+# Augmentation (augmentation.py: RandomMonotoneScale) and visualisation (viz.py, matplotlib on first use).
 from . import viz
 from .augmentation import RandomMonotoneScale
 

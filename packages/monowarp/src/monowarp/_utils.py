@@ -14,14 +14,22 @@ Coordinate conventions (one place for the whole package):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 
 __all__ = [
     "MIN_SHARE",
+    "MODES",
+    "PADDING_MODES",
+    "Mode",
+    "PaddingMode",
+    "check_choice",
     "check_grid",
     "check_same_device_dtype",
+    "check_scale_range",
     "check_size",
     "check_tensor",
     "hat_weights",
@@ -40,47 +48,130 @@ __all__ = [
 #: softmax underflows. Equal logits still give exactly uniform knots.
 MIN_SHARE = 1e-6
 
+Mode = Literal["bilinear", "nearest", "bicubic"]
+"""Interpolation of a warp, as in `torch.nn.functional.grid_sample`."""
+PaddingMode = Literal["zeros", "border", "reflection"]
+"""Values outside the image, as in `torch.nn.functional.grid_sample`."""
+MODES: tuple[str, ...] = get_args(Mode)
+PADDING_MODES: tuple[str, ...] = get_args(PaddingMode)
 
-def _shape_str(shape: Sequence[int | str | None]) -> str:
-    parts = ["*" if s is None else str(s) for s in shape]
+
+Pattern = Sequence[str | int]
+
+
+def _format_pattern(pattern: Pattern, dims: dict[str, int]) -> str:
+    parts = []
+    for entry in pattern:
+        if isinstance(entry, str) and entry in dims:
+            parts.append(f"{entry}={dims[entry]}")
+        else:
+            parts.append(str(entry))
     return "(" + ", ".join(parts) + (",)" if len(parts) == 1 else ")")
 
 
+def _matches(shape: torch.Size, pattern: Pattern, dims: dict[str, int]) -> dict[str, int] | None:
+    if len(shape) != len(pattern):
+        return None
+    bound = dict(dims)
+    for size, entry in zip(shape, pattern, strict=True):
+        if isinstance(entry, int):
+            if size != entry:
+                return None
+        elif entry in bound:
+            if size != bound[entry]:
+                return None
+        else:
+            bound[entry] = int(size)
+    return bound
+
+
 def check_tensor(
-    x: object,
+    value: object,
     name: str,
-    shape: Sequence[int | str | None] | None = None,
+    shapes: Sequence[Pattern] | None,
     *,
-    floating: bool = True,
-    finite: bool = False,
-) -> None:
-    """Check that ``x`` is a tensor of the expected shape (and dtype kind, finiteness).
+    dims: dict[str, int] | None = None,
+    kind: Literal["float", "integer", "label", "mask", "any"] = "float",
+    finite: bool = True,
+    nonempty: bool = True,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Validate a tensor argument, bind its symbolic dimensions and return it.
+
+    The same helper, with the same arguments and messages, as those of lsmetrics and latentcanon (the
+    packages stay independent, so each keeps its own copy).
 
     Args:
-        x: the object to check.
-        name: the argument name used in the error message.
-        shape: expected shape; an ``int`` entry must match exactly, a ``str`` or ``None`` entry matches any
-            size and only names the axis in the message, e.g. ``("B", "M+1", "N+1")``.
-        floating: require a floating point dtype.
-        finite: require every entry to be finite (synchronises with the device).
+        value: the argument to check.
+        name: the argument's name, used in error messages.
+        shapes: accepted shape patterns; entries are ints (exact sizes) or letters (sizes bound on first use
+            and checked on later uses, also across calls that share ``dims``), e.g. ``[("B", "M+1", "N+1")]``;
+            None: any shape.
+        dims: letters already bound by earlier arguments; updated in place with the new bindings.
+        kind: ``"float"`` (floating point), ``"integer"`` (integer, not bool), ``"label"`` (integer or
+            bool), ``"mask"`` (bool or floating point) or ``"any"``.
+        finite: reject NaN and infinite entries of floating point tensors (synchronises with the device).
+        nonempty: reject tensors with zero elements.
+        device: the device ``value`` must be on (that of an earlier argument), if given.
+
+    Returns:
+        ``value`` itself, now known to be a tensor of the expected kind and shape.
 
     Raises:
-        TypeError: ``x`` is not a tensor, or not floating point when ``floating``.
-        ValueError: wrong number of dimensions, a fixed size differs, or non-finite entries.
+        TypeError: ``value`` is not a tensor or has the wrong dtype kind.
+        ValueError: no pattern matches, the tensor is empty or not finite, or on another device.
     """
-    expected = "" if shape is None else f" of shape {_shape_str(shape)}"
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor{expected}, got {type(x).__name__}")
-    if floating and not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating point tensor{expected}, got dtype {x.dtype}")
-    if shape is not None:
-        ok = x.dim() == len(shape) and all(
-            not isinstance(s, int) or s == n for s, n in zip(shape, x.shape, strict=False)
+    if dims is None:
+        dims = {}
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    dtype = value.dtype
+    ok = {
+        "float": dtype.is_floating_point,
+        "integer": not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool,
+        "label": not dtype.is_floating_point and not dtype.is_complex,
+        "mask": dtype == torch.bool or dtype.is_floating_point,
+        "any": not dtype.is_complex,
+    }
+    if kind not in ok:
+        raise ValueError(f"kind must be one of {sorted(ok)}, got {kind!r}")
+    if not ok[kind]:
+        expected = {
+            "float": "a floating point dtype",
+            "integer": "an integer dtype",
+            "label": "an integer or bool dtype",
+            "mask": "a bool or floating point dtype",
+            "any": "a real dtype",
+        }[kind]
+        raise TypeError(f"{name} must have {expected}, got {dtype}")
+    if shapes is not None:
+        matches = (_matches(value.shape, pattern, dims) for pattern in shapes)
+        bound = next((b for b in matches if b is not None), None)
+        if bound is None:
+            expected = " or ".join(_format_pattern(p, dims) for p in shapes)
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(value.shape)}")
+        dims.update(bound)
+    if device is not None and value.device != device:
+        raise ValueError(
+            f"{name} must be on the same device as the other inputs ({device}), got {value.device}"
         )
-        if not ok:
-            raise ValueError(f"{name} must have shape {_shape_str(shape)}, got {tuple(x.shape)}")
-    if finite and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} must be finite, got non-finite entries (NaN or inf)")
+    if nonempty and value.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
+    if finite and dtype.is_floating_point and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return value
+
+
+def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    """Check that a string option is one of ``choices`` and return it.
+
+    Raises:
+        ValueError: ``value`` is not one of ``choices``; the message lists the valid ones.
+    """
+    if not isinstance(value, str) or value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {valid}, got {value!r}")
+    return value
 
 
 def check_same_device_dtype(a: torch.Tensor, name_a: str, b: torch.Tensor, name_b: str) -> None:
@@ -91,15 +182,35 @@ def check_same_device_dtype(a: torch.Tensor, name_a: str, b: torch.Tensor, name_
         raise TypeError(f"{name_a} and {name_b} must have the same dtype, got {a.dtype} and {b.dtype}")
 
 
-def check_grid(grid: object) -> tuple[int, int]:
-    """Validate a knot grid ``(N, M)`` with ``N, M >= 1`` and return it as a tuple of ints."""
+def check_grid(grid: object, name: str = "grid") -> tuple[int, int]:
+    """Validate knot intervals ``(N, M)`` with ``N, M >= 1`` and return them as a tuple of ints."""
     if (
         not isinstance(grid, (tuple, list))
         or len(grid) != 2
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in grid)
     ):
-        raise ValueError(f"grid must be a pair of positive ints (N, M), got {grid!r}")
+        raise ValueError(f"{name} must be a pair of positive ints (N, M), got {grid!r}")
     return int(grid[0]), int(grid[1])
+
+
+def check_scale_range(scale_range: object, name: str = "scale_range") -> tuple[float, float]:
+    """Validate a range ``(low, high)`` of local scale factors, ``0 < low <= 1 <= high``, as floats.
+
+    The mean slope of a monotone map of $[0, 1]$ onto itself is 1, so its slopes cannot all lie above or
+    all below 1.
+    """
+    try:
+        low, high = (float(s) for s in scale_range)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a pair (low, high) of numbers with 0 < low <= 1 <= high, got {scale_range!r}"
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and 0.0 < low <= 1.0 <= high):
+        raise ValueError(
+            f"{name} must be a pair (low, high) with 0 < low <= 1 <= high (a monotone map of [0, 1] onto "
+            f"itself has mean slope 1), got {scale_range!r}"
+        )
+    return low, high
 
 
 def check_size(size: object, name: str = "size") -> tuple[int, int]:

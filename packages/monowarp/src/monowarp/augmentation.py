@@ -21,8 +21,7 @@ the output exactly, also inside `kornia.augmentation.AugmentationSequential`.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from kornia.augmentation import GeometricAugmentationBase2D
@@ -31,15 +30,17 @@ from kornia.constants import Resample
 from kornia.geometry.boxes import Boxes
 from kornia.geometry.keypoints import Keypoints
 
+from ._utils import PADDING_MODES, PaddingMode, check_choice, check_grid, check_scale_range
 from .functional import pixels_to_points, points_to_pixels, unwarp, warp
 from .maps import MonotoneScale
 from .sampling import sample_monotone_scale
 
 __all__ = ["MonotoneScaleGenerator", "RandomMonotoneScale"]
 
-_PADDING_MODES = ("zeros", "border", "reflection")
-_MODES = ("bilinear", "nearest")
-_DIRECTIONS = ("unwarp", "warp")
+AugmentationMode = Literal["bilinear", "nearest"]
+Direction = Literal["unwarp", "warp"]
+_MODES: tuple[str, ...] = get_args(AugmentationMode)
+_DIRECTIONS: tuple[str, ...] = get_args(Direction)
 
 
 class MonotoneScaleGenerator(RandomGeneratorBase):
@@ -150,20 +151,17 @@ class RandomMonotoneScale(GeometricAugmentationBase2D):
         same_on_batch: bool = False,
         keepdim: bool = False,
         align_corners: bool = True,
-        padding_mode: str = "border",
-        mode: str = "bilinear",
-        direction: Literal["unwarp", "warp"] = "unwarp",
+        padding_mode: PaddingMode = "border",
+        mode: AugmentationMode = "bilinear",
+        direction: Direction = "unwarp",
     ) -> None:
-        scale_range = _check_scale_range(scale_range)
-        grid = _check_grid(grid)
+        scale_range = check_scale_range(scale_range)
+        grid = check_grid(grid)
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-        if direction not in _DIRECTIONS:
-            raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
+        check_choice(padding_mode, "padding_mode", PADDING_MODES)
+        check_choice(mode, "mode", _MODES)
+        check_choice(direction, "direction", _DIRECTIONS)
         if not isinstance(align_corners, bool):
             raise TypeError(f"align_corners must be a bool, got {type(align_corners).__name__}")
         super().__init__(p=float(p), same_on_batch=same_on_batch, p_batch=1.0, keepdim=keepdim)
@@ -433,32 +431,4 @@ def _keypoint_batch(input: Keypoints) -> int:
 
 def _mode_name(resample: Any) -> str:
     name = Resample.get(resample).name.lower() if not isinstance(resample, str) else resample.lower()
-    if name not in _MODES:
-        raise ValueError(f"resample must be one of {_MODES} for RandomMonotoneScale, got {name!r}")
-    return name
-
-
-def _check_scale_range(scale_range: Any) -> tuple[float, float]:
-    try:
-        low, high = (float(s) for s in scale_range)
-    except (TypeError, ValueError) as err:
-        raise ValueError(
-            "scale_range must be a pair (low, high) of numbers with 0 < low <= 1 <= high, "
-            f"got {scale_range!r}"
-        ) from err
-    if not (math.isfinite(low) and math.isfinite(high) and 0.0 < low <= 1.0 <= high):
-        raise ValueError(
-            "scale_range must be a pair (low, high) with 0 < low <= 1 <= high (a monotone map of [0, 1] onto "
-            f"itself has mean slope 1), got {scale_range!r}"
-        )
-    return (low, high)
-
-
-def _check_grid(grid: Any) -> tuple[int, int]:
-    if (
-        not isinstance(grid, (tuple, list))
-        or len(grid) != 2
-        or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in grid)
-    ):
-        raise ValueError(f"grid must be a pair (N, M) of positive ints, got {grid!r}")
-    return (int(grid[0]), int(grid[1]))
+    return check_choice(name, "resample (RandomMonotoneScale)", _MODES)

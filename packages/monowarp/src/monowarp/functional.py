@@ -19,6 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from ._utils import (
+    MODES,
+    PADDING_MODES,
+    Mode,
+    PaddingMode,
+    check_choice,
     check_size,
     check_tensor,
     pixel_coordinates,
@@ -40,16 +45,13 @@ __all__ = [
     "warp1d",
 ]
 
-_MODES = ("bilinear", "nearest", "bicubic")
-_PADDING_MODES = ("zeros", "border", "reflection")
-
 
 def warp(
     x: torch.Tensor,
     g: ScalingMap,
     *,
-    mode: str = "bilinear",
-    padding_mode: str = "border",
+    mode: Mode = "bilinear",
+    padding_mode: PaddingMode = "border",
     align_corners: bool = True,
 ) -> torch.Tensor:
     """Monotone scaling $S(x; g)(p) = x(g^{-1}(p))$ of images or features (eq. 13).
@@ -89,8 +91,8 @@ def unwarp(
     x: torch.Tensor,
     g: ScalingMap,
     *,
-    mode: str = "bilinear",
-    padding_mode: str = "border",
+    mode: Mode = "bilinear",
+    padding_mode: PaddingMode = "border",
     align_corners: bool = True,
 ) -> torch.Tensor:
     """Inverse monotone scaling $S^{-1}(x; g)(p) = x(g(p))$, so that ``unwarp(warp(x, g), g) ~ x``.
@@ -116,8 +118,8 @@ def sample_at(
     x: torch.Tensor,
     points: torch.Tensor,
     *,
-    mode: str = "bilinear",
-    padding_mode: str = "border",
+    mode: Mode = "bilinear",
+    padding_mode: PaddingMode = "border",
     align_corners: bool = True,
 ) -> torch.Tensor:
     """Sample images at normalised points: ``out[b, :, h, w] = x[b](points[b, h, w])``.
@@ -133,12 +135,10 @@ def sample_at(
     Returns:
         `(B, C, H_out, W_out)`.
     """
-    check_tensor(x, "x", ("B", "C", "H", "W"), floating=False)
-    check_tensor(points, "points", (x.shape[0], "H_out", "W_out", 2))
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    if padding_mode not in _PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+    check_tensor(x, "x", [("B", "C", "H", "W")], kind="any", finite=False, nonempty=False)
+    check_tensor(points, "points", [(x.shape[0], "H_out", "W_out", 2)], finite=False, nonempty=False)
+    check_choice(mode, "mode", MODES)
+    check_choice(padding_mode, "padding_mode", PADDING_MODES)
     grid = points_to_grid(points)
     if x.is_floating_point():
         return F.grid_sample(
@@ -156,8 +156,8 @@ def warp1d(
     x: torch.Tensor,
     f: Monotone1d,
     *,
-    mode: str = "bilinear",
-    padding_mode: str = "border",
+    mode: Mode = "bilinear",
+    padding_mode: PaddingMode = "border",
     align_corners: bool = True,
 ) -> torch.Tensor:
     """1-D monotone scaling $S(x; f)(t) = x(f^{-1}(t))$ (eq. 8) of signals `(B, C, L)`.
@@ -176,8 +176,8 @@ def unwarp1d(
     x: torch.Tensor,
     f: Monotone1d,
     *,
-    mode: str = "bilinear",
-    padding_mode: str = "border",
+    mode: Mode = "bilinear",
+    padding_mode: PaddingMode = "border",
     align_corners: bool = True,
 ) -> torch.Tensor:
     """Inverse 1-D monotone scaling $S^{-1}(x; f)(t) = x(f(t))$ of signals `(B, C, L)`."""
@@ -210,7 +210,7 @@ def pixels_to_points(
     """Pixel coordinates `(..., 2)` (column, row; e.g. keypoints) of an image of ``size`` $(H, W)$ to
     points in $[0, 1]^2$ under the ``align_corners`` convention."""
     h, w = check_size(size)
-    check_tensor(pixels, "pixels", None)
+    check_tensor(pixels, "pixels", None, finite=False, nonempty=False)
     if pixels.shape[-1] != 2:
         raise ValueError(f"pixels must have shape (..., 2), got {tuple(pixels.shape)}")
     return torch.stack(
@@ -224,7 +224,7 @@ def points_to_pixels(
 ) -> torch.Tensor:
     """Inverse of `pixels_to_points`: points `(..., 2)` in $[0, 1]^2$ to pixel (column, row)."""
     h, w = check_size(size)
-    check_tensor(points, "points", None)
+    check_tensor(points, "points", None, finite=False, nonempty=False)
     if points.shape[-1] != 2:
         raise ValueError(f"points must have shape (..., 2), got {tuple(points.shape)}")
     return torch.stack(
@@ -235,7 +235,7 @@ def points_to_pixels(
 
 # ------------------------------------------------------------------------------------------------- private
 def _dense(g: ScalingMap, x: torch.Tensor, align_corners: bool, *, inverse: bool) -> torch.Tensor:
-    check_tensor(x, "x", ("B", "C", "H", "W"), floating=False)
+    check_tensor(x, "x", [("B", "C", "H", "W")], kind="any", finite=False, nonempty=False)
     if not isinstance(g, ScalingMap):
         raise TypeError(f"g must be a ScalingMap (e.g. a MonotoneScale), got {type(g).__name__}")
     b, _, h, w = x.shape
@@ -250,9 +250,15 @@ def _dense(g: ScalingMap, x: torch.Tensor, align_corners: bool, *, inverse: bool
 
 
 def _sample1d(
-    x: torch.Tensor, f: Monotone1d, *, inverse: bool, mode: str, padding_mode: str, align_corners: bool
+    x: torch.Tensor,
+    f: Monotone1d,
+    *,
+    inverse: bool,
+    mode: Mode,
+    padding_mode: PaddingMode,
+    align_corners: bool,
 ) -> torch.Tensor:
-    check_tensor(x, "x", ("B", "C", "L"), floating=False)
+    check_tensor(x, "x", [("B", "C", "L")], kind="any", finite=False, nonempty=False)
     if not isinstance(f, Monotone1d):
         raise TypeError(f"f must be a Monotone1d, got {type(f).__name__}")
     b, _, length = x.shape

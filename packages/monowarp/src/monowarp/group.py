@@ -133,8 +133,7 @@ class ScalingMap(ABC):
         return self.batch_size
 
     def _check_points(self, points: object, name: str = "points") -> torch.Tensor:
-        check_tensor(points, name, (self.batch_size, "P", 2))
-        assert isinstance(points, torch.Tensor)
+        points = check_tensor(points, name, [(self.batch_size, "P", 2)], finite=False, nonempty=False)
         if points.device != self.device:
             raise ValueError(f"{name} must be on device {self.device}, got {points.device}")
         if points.dtype != self.dtype:

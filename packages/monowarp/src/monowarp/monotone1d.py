@@ -71,7 +71,7 @@ class Monotone1d:
     @classmethod
     def from_knots(cls, knots: torch.Tensor) -> Monotone1d:
         """Values `(B, K)` at the uniform breakpoints $k / (K - 1)$ (validated)."""
-        check_tensor(knots, "knots", ("B", "K"), finite=True)
+        check_tensor(knots, "knots", [("B", "K")])
         if knots.shape[1] < 2:
             raise ValueError(f"knots must have shape (B, K) with K >= 2, got {tuple(knots.shape)}")
         xs = torch.linspace(0, 1, knots.shape[1], device=knots.device, dtype=knots.dtype)
@@ -88,7 +88,7 @@ class Monotone1d:
         Raises:
             ValueError: wrong shape or non-finite entries.
         """
-        check_tensor(params, "params", ("B", "K-1"), finite=True)
+        check_tensor(params, "params", [("B", "K-1")])
         ys = knots_from_logits(params)
         xs = torch.linspace(0, 1, ys.shape[1], device=ys.device, dtype=ys.dtype).expand_as(ys).clone()
         return cls(xs, ys, validate=False)
@@ -136,14 +136,14 @@ class Monotone1d:
     # ------------------------------------------------------------------------------------------------ maps
     def forward_map(self, t: torch.Tensor) -> torch.Tensor:
         """$l(t)$ for positions ``t`` `(B, P)`; outside $[0, 1]$ the end pieces are extended linearly."""
-        check_tensor(t, "t", (self.batch_size, "P"))
+        check_tensor(t, "t", [(self.batch_size, "P")], finite=False, nonempty=False)
         return interp1d(self.xs, self.ys, t)
 
     __call__ = forward_map
 
     def inverse_map(self, t: torch.Tensor) -> torch.Tensor:
         """$l^{-1}(t)$ for positions ``t`` `(B, P)`, exact (piecewise linear as well)."""
-        check_tensor(t, "t", (self.batch_size, "P"))
+        check_tensor(t, "t", [(self.batch_size, "P")], finite=False, nonempty=False)
         return interp1d(self.ys, self.xs, t)
 
     def inverse(self) -> Monotone1d:
@@ -182,7 +182,7 @@ class Monotone1d:
 
     def local_scale(self, t: torch.Tensor) -> torch.Tensor:
         """Derivative $l'(t)$ at positions ``t`` `(B, P)` (the right derivative at breakpoints)."""
-        check_tensor(t, "t", (self.batch_size, "P"))
+        check_tensor(t, "t", [(self.batch_size, "P")], finite=False, nonempty=False)
         k = self.num_knots
         idx = torch.searchsorted(self.xs.detach().contiguous(), t.detach().contiguous(), right=True) - 1
         idx = idx.clamp_(0, k - 2)
@@ -205,8 +205,8 @@ class Monotone1d:
 
 
 def _validate_breakpoints(xs: torch.Tensor, ys: torch.Tensor) -> None:
-    check_tensor(xs, "xs", ("B", "K"), finite=True)
-    check_tensor(ys, "ys", ("B", "K"), finite=True)
+    check_tensor(xs, "xs", [("B", "K")])
+    check_tensor(ys, "ys", [("B", "K")])
     check_same_device_dtype(xs, "xs", ys, "ys")
     if xs.shape != ys.shape or xs.shape[1] < 2:
         raise ValueError(

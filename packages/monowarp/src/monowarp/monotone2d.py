@@ -145,7 +145,7 @@ class MonotoneScale(ScalingMap):
             TypeError: ``params`` is not a floating point tensor.
             ValueError: wrong shape, ``D`` does not fit ``grid``, or non-finite entries.
         """
-        check_tensor(params, "params", ("B", "D"), finite=True)
+        check_tensor(params, "params", [("B", "D")])
         d = params.shape[1]
         if grid is None:
             n = (math.isqrt(1 + 2 * d) - 1) // 2
@@ -305,9 +305,8 @@ class MonotoneScale(ScalingMap):
 
 # ============================================================================================ private helpers
 def _validate_knots(knots_x: object, knots_y: object) -> None:
-    check_tensor(knots_x, "knots_x", ("B", "M+1", "N+1"), finite=True)
-    check_tensor(knots_y, "knots_y", ("B", "N+1", "M+1"), finite=True)
-    assert isinstance(knots_x, torch.Tensor) and isinstance(knots_y, torch.Tensor)
+    knots_x = check_tensor(knots_x, "knots_x", [("B", "M+1", "N+1")])
+    knots_y = check_tensor(knots_y, "knots_y", [("B", "N+1", "M+1")])
     check_same_device_dtype(knots_x, "knots_x", knots_y, "knots_y")
     b, m1, n1 = knots_x.shape
     if m1 < 2 or n1 < 2:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._utils import check_grid
+from ._utils import check_grid, check_scale_range
 from .maps import MonotoneScale
 
 __all__ = ["sample_monotone_scale"]
@@ -56,7 +56,7 @@ def sample_monotone_scale(
 
     Args:
         batch: number of elements ``B``.
-        grid: knot grid ``(N, M)``.
+        grid: knot intervals ``(N, M)`` along x and y.
         scale_range: ``(a, b)`` with $0 < a \le 1 \le b$ (a mean slope of 1 is required by the fixed end
             points).
         generator: random generator; its device is where the numbers are drawn (results are deterministic
@@ -83,7 +83,7 @@ def sample_monotone_scale(
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 0:
         raise ValueError(f"batch must be a non-negative int, got {batch!r}")
     n, m = check_grid(grid)
-    lo, hi = _check_scale_range(scale_range)
+    lo, hi = check_scale_range(scale_range)
     if not isinstance(max_tries, int) or max_tries < 0:
         raise ValueError(f"max_tries must be a non-negative int, got {max_tries!r}")
     dtype = dtype if dtype is not None else torch.get_default_dtype()
@@ -126,19 +126,6 @@ def sample_monotone_scale(
     kx = torch.where(keep, kx, bx)
     ky = torch.where(keep, ky, by)
     return MonotoneScale(kx.to(out_device), ky.to(out_device), validate=False)
-
-
-def _check_scale_range(scale_range: object) -> tuple[float, float]:
-    try:
-        lo, hi = (float(s) for s in scale_range)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ValueError(f"scale_range must be a pair (a, b) of floats, got {scale_range!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= 1 <= hi):
-        raise ValueError(
-            f"scale_range must satisfy 0 < a <= 1 <= b (the mean slope of a monotone map of [0, 1] is 1), "
-            f"got {scale_range!r}"
-        )
-    return lo, hi
 
 
 def _slopes(u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:

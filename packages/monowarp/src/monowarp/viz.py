@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 
-from ._utils import check_size
+from ._utils import check_choice, check_size, check_tensor
 from .functional import pixel_grid, points_to_pixels, unwarp, warp
 from .maps import MonotoneScale, ScalingMap
 
@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 
 __all__ = ["draw_grid", "local_scale_map", "plot_canonicalization", "plot_warp"]
 
-_KINDS = ("det", "x", "y")
-_FRAMES = ("output", "source")
+ScaleKind = Literal["det", "x", "y"]
+Frame = Literal["output", "source"]
+_KINDS: tuple[str, ...] = get_args(ScaleKind)
+_FRAMES: tuple[str, ...] = get_args(Frame)
 _PANELS = ("original", "warped", "round_trip", "scale")
 
 
@@ -44,8 +46,8 @@ def local_scale_map(
     element: ScalingMap,
     size: Sequence[int],
     *,
-    kind: str = "det",
-    frame: str = "output",
+    kind: ScaleKind = "det",
+    frame: Frame = "output",
     align_corners: bool = True,
 ) -> torch.Tensor:
     """Local scale factor of ``element`` at every pixel of an image of ``size`` $(H, W)$.
@@ -75,10 +77,8 @@ def local_scale_map(
         >>> m.shape, round(float(m.mean()), 4)
         (torch.Size([2, 8, 12]), 1.0)
     """
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
-    if frame not in _FRAMES:
-        raise ValueError(f"frame must be one of {_FRAMES}, got {frame!r}")
+    check_choice(kind, "kind", _KINDS)
+    check_choice(frame, "frame", _FRAMES)
     if not isinstance(element, ScalingMap):
         raise TypeError(f"element must be a ScalingMap (e.g. a MonotoneScale), got {type(element).__name__}")
     h, w = check_size(size)
@@ -172,7 +172,7 @@ def plot_warp(
     index: int = 0,
     panels: Sequence[str] = _PANELS,
     lines: int | tuple[int, int] = 9,
-    kind: str = "det",
+    kind: ScaleKind = "det",
     align_corners: bool = True,
     title: str | None = None,
     path: str | Path | None = None,
@@ -268,7 +268,7 @@ def plot_canonicalization(
     canonical: torch.Tensor | None = None,
     titles: Sequence[str] | None = None,
     scale: bool = False,
-    kind: str = "det",
+    kind: ScaleKind = "det",
     lines: int | tuple[int, int] = 7,
     labels: tuple[str, str] = ("input", "canonical"),
     colors: tuple[str, str] = ("tab:cyan", "tab:orange"),
@@ -329,8 +329,7 @@ def plot_canonicalization(
         raise ValueError(
             f"element must hold one scaling per image ({b}), got a batch of {element.batch_size}"
         )
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    check_choice(kind, "kind", _KINDS)
     if titles is not None and (isinstance(titles, str) or len(titles) != b):
         raise ValueError(f"titles must be a sequence of {b} strings (one per image), got {titles!r}")
     x = x.detach().to(device=element.device, dtype=element.dtype)
@@ -402,14 +401,4 @@ def _show(ax: Axes, img: torch.Tensor) -> None:
 
 def _check_images(images: object, name: str) -> torch.Tensor:
     """A `(B, C, H, W)` floating tensor with C in (1, 3) and finite values, else a clear error."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[1] not in (1, 3) or min(images.shape) < 1:
-        raise ValueError(
-            f"{name} must have shape (B, C, H, W) with C = 1 (grey) or 3 (RGB), got {tuple(images.shape)}"
-        )
-    if not images.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor with values in [0, 1], got {images.dtype}")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return images
+    return check_tensor(images, name, [("B", 1, "H", "W"), ("B", 3, "H", "W")])

@@ -1,7 +1,8 @@
 """Demo: warp a real photo by a random monotone scaling, invert it exactly, compare with the paper's inverse.
 
-Run ``python -m monowarp.demo [--out DIR] [--seed N] [--image astronaut|chelsea|coffee|rocket|...]``
-(needs scikit-image for the photo and matplotlib for the figure). It
+Run ``hatch run warp-demo [--out DIR] [--seed N] [--image astronaut|chelsea|coffee|rocket|...]`` or
+``python apps/warp_demo/warp_demo.py ...`` (needs monowarp, scikit-image for the photo and matplotlib for the
+figure). It
 
 1. loads a photo bundled with scikit-image (no download),
 2. draws $l$ from `monowarp.sample_monotone_scale`,
@@ -24,10 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ._utils import interp1d, points_to_grid
-from .functional import pixel_grid, unwarp, warp
-from .maps import MonotoneScale
-from .sampling import sample_monotone_scale
+from monowarp import MonotoneScale, pixel_grid, sample_monotone_scale, unwarp, warp
 
 __all__ = ["IMAGES", "DemoResult", "approximate_inverse_map", "load_image", "main", "run_demo"]
 
@@ -93,10 +91,10 @@ def approximate_inverse_map(
     xs, ys = pix[0, :, 0], pix[:, 0, 1]  # (W,), (H,)
     b = dense.shape[0]
     # rows: x -> l_X(x, y_r) is increasing; invert it at the pixel x positions
-    inv_x = interp1d(dense[..., 0].contiguous(), xs.expand(b, h, w), xs.expand(b, h, w).contiguous())
+    inv_x = _interp1d(dense[..., 0].contiguous(), xs.expand(b, h, w), xs.expand(b, h, w).contiguous())
     # columns: y -> l_Y(x_c, y) is increasing; invert it at the pixel y positions
     cols = dense[..., 1].transpose(1, 2).contiguous()  # (B, W, H)
-    inv_y = interp1d(cols, ys.expand(b, w, h), ys.expand(b, w, h).contiguous()).transpose(1, 2)
+    inv_y = _interp1d(cols, ys.expand(b, w, h), ys.expand(b, w, h).contiguous()).transpose(1, 2)
     return torch.stack([inv_x, inv_y], dim=-1).clamp(0, 1)
 
 
@@ -153,7 +151,7 @@ def run_demo(
     approx_inv = approximate_inverse_map(g, (h, w))
     approx = ((g.forward_map(approx_inv.reshape(1, h * w, 2)) - pts) * to_px).norm(dim=-1)
     approx_warped = F.grid_sample(
-        x, points_to_grid(approx_inv), mode="bilinear", padding_mode="border", align_corners=True
+        x, approx_inv * 2 - 1, mode="bilinear", padding_mode="border", align_corners=True
     )
     approx_back = unwarp(approx_warped, g)
     det = g.local_scale(pts)
@@ -182,8 +180,8 @@ def run_demo(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point of ``python -m monowarp.demo``."""
-    parser = argparse.ArgumentParser(prog="python -m monowarp.demo", description=__doc__.split("\n")[0])
+    """Command-line entry point (``hatch run warp-demo``)."""
+    parser = argparse.ArgumentParser(prog="warp-demo", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--out", default="monowarp-demo", help="output folder for the figures (default: %(default)s)"
     )
@@ -229,6 +227,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- private
+def _interp1d(xs: torch.Tensor, ys: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation through breakpoints ``(xs, ys)`` `(..., K)` at ``t`` `(..., P)`.
+
+    ``xs`` is non-decreasing; outside ``[xs[0], xs[-1]]`` the end intervals are extended linearly.
+    """
+    k = xs.shape[-1]
+    idx = (torch.searchsorted(xs.contiguous(), t.contiguous(), right=True) - 1).clamp_(0, k - 2)
+    x0, x1 = torch.gather(xs, -1, idx), torch.gather(xs, -1, idx + 1)
+    y0, y1 = torch.gather(ys, -1, idx), torch.gather(ys, -1, idx + 1)
+    dx = x1 - x0
+    pos = dx > 0
+    w = torch.where(pos, (t - x0) / torch.where(pos, dx, torch.ones_like(dx)), torch.zeros_like(dx))
+    return y0 + w * (y1 - y0)
+
+
 def _figures(
     out: Path,
     name: str,
@@ -238,7 +251,7 @@ def _figures(
     approx: torch.Tensor,
     seed: int,
 ) -> list[Path]:
-    from .viz import plot_warp  # matplotlib only when drawing
+    from monowarp.viz import plot_warp  # matplotlib only when drawing
 
     warp_path = out / f"monowarp_demo_{name}.png"
     plot_warp(x[0], g, title=f"monotone scaling of '{name}' (seed {seed})", path=warp_path, dpi=90)
