@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -205,25 +204,31 @@ class _Custom:
     pass
 
 
-def _writer(folder: str, run_id: str, first: int, n: int) -> None:
-    torch.manual_seed(0)
-    m = nn.Linear(64, 64)
-    for step in range(first, first + n):
-        save_checkpoint(folder, step, m, {"run_id": run_id, "pad": torch.zeros(20000)}, keep=2)
+_WRITER = """
+import sys, torch
+from torch import nn
+from lse_common.checkpoint import save_checkpoint
+folder, run_id, first, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+torch.manual_seed(0)
+m = nn.Linear(64, 64)
+for step in range(first, first + n):
+    save_checkpoint(folder, step, m, {"run_id": run_id, "pad": torch.zeros(20000)}, keep=2)
+"""
 
 
 def test_two_writers_in_one_folder_do_not_break_each_other(tmp_path):
     """Regression: one writer's clean-up of temporary files deleted the other's file being written."""
-    ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_writer, args=(str(tmp_path), rid, first, 25))
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(tmp_path), rid, str(first), "25"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for rid, first in (("a", 1), ("b", 1001))
     ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
     own = {}
     for p in list_checkpoints(tmp_path):
         state = check_checkpoint(p)
