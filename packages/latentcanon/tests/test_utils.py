@@ -1,4 +1,4 @@
-"""latentcanon's validation helpers speak as monowarp's and lsmetrics' (each package keeps its own copy)."""
+"""monowarp.validation (which latentcanon uses) and lsmetrics' own copy give the same messages."""
 
 from __future__ import annotations
 
