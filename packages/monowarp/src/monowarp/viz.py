@@ -366,10 +366,12 @@ def plot_canonicalization(
         for ax in axes[:, i]:
             ax.set_xticks([])
             ax.set_yticks([])
-    axes[0, 0].set_ylabel(labels[0])
-    axes[1, 0].set_ylabel(labels[1])
+    # on panels wider than tall a vertical row label would run into the next row: write it across
+    across = {"rotation": 0, "ha": "right", "va": "center"} if h < 0.75 * w else {}
+    axes[0, 0].set_ylabel(labels[0], **across)
+    axes[1, 0].set_ylabel(labels[1], **across)
     if scale:
-        axes[2, 0].set_ylabel(f"zoom ({kind})")
+        axes[2, 0].set_ylabel(f"zoom ({kind})", **across)
     if title is not None:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
