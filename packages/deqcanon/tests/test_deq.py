@@ -483,5 +483,5 @@ def test_constructor_arguments_validated(tiny_net):
         GlobalScaleGroup(), in_channels=1, solve=SolveConfig(solver_kwargs={"m": 4, "lam": 1e-5})
     )
     assert dec.solve.solver_kwargs == {"m": 4, "lam": 1e-5}
-    with pytest.raises(ValueError, match="4 dimensions"):
+    with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\)"):
         dec(torch.rand(1, 16, 16))

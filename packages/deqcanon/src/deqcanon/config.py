@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ._utils import check_option
+from ._utils import check_choice, check_option
 from .solver import check_solver_kwargs, min_iterations, solver_names
 
 __all__ = ["BackwardConfig", "SolveConfig"]
@@ -55,10 +55,10 @@ class SolveConfig:
     eval_max_iter: int | None = None
 
     def __post_init__(self) -> None:
-        check_option(self.solver, "solver", choices=solver_names())
+        check_choice(self.solver, "solver", solver_names())
         check_option(self.max_iter, "max_iter", kind=int, low=min_iterations(self.solver))
         check_option(self.tol, "tol", kind=(int, float), low=0.0, low_inclusive=False)
-        check_option(self.stop_mode, "stop_mode", choices=("rel", "abs"))
+        check_choice(self.stop_mode, "stop_mode", ("rel", "abs"))
         object.__setattr__(self, "solver_kwargs", check_solver_kwargs(self.solver, self.solver_kwargs))
         check_option(self.fallback, "fallback", choices=(*solver_names(), None))
         check_option(
@@ -107,8 +107,8 @@ class BackwardConfig:
     phantom_damping: float = 1.0
 
     def __post_init__(self) -> None:
-        check_option(self.kind, "backward", choices=("implicit", "phantom"))
-        check_option(self.solver, "backward.solver", choices=solver_names())
+        check_choice(self.kind, "backward", ("implicit", "phantom"))
+        check_choice(self.solver, "backward.solver", solver_names())
         check_option(self.max_iter, "backward.max_iter", kind=int, low=min_iterations(self.solver))
         check_option(self.tol, "backward.tol", kind=(int, float), low=0.0, low_inclusive=False)
         check_option(self.phantom_steps, "phantom_steps", kind=int, low=1)

@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._utils import check_option
+from ._utils import check_choice, check_option
 from .base import Canonicalizer
 from .config import BackwardConfig, SolveConfig
 from .functional import deq_canonicalize, deq_map, solve
@@ -116,8 +116,8 @@ class DEQCanonicalizer(Canonicalizer):
             raise TypeError(f"solve must be a SolveConfig, got {type(solve).__name__}")
         check_option(jac_reg_weight, "jac_reg_weight", kind=(int, float), low=0.0)
         check_option(jac_reg_vectors, "jac_reg_vectors", kind=int, low=1)
-        check_option(eval_backward, "eval_backward", choices=("same", "detach"))
-        check_option(on_nonfinite, "on_nonfinite", choices=("identity", "raise"))
+        check_choice(eval_backward, "eval_backward", ("same", "detach"))
+        check_choice(on_nonfinite, "on_nonfinite", ("identity", "raise"))
 
         self.solve = solve
         self.backward = BackwardConfig.of(backward)
