@@ -90,7 +90,7 @@ def test_module_is_the_functional_core():
     )
     x = torch.rand(2, 1, 16, 16)
     out = dec(x)
-    ref = deq_canonicalize(x, dec.param_net, group, solve_config=dec.solve, backward=dec.backward)
+    ref = deq_canonicalize(x, dec.param_net, group, solve=dec.solve, backward=dec.backward)
     assert torch.equal(out.params, ref.params) and torch.equal(out.canonical, ref.canonical)
     assert out.info.iterations == ref.info.iterations and torch.equal(out.info.converged, ref.info.converged)
 

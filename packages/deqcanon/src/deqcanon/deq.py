@@ -40,7 +40,7 @@ from torch import nn
 from ._utils import check_choice, check_option
 from .base import Canonicalizer
 from .config import BackwardConfig, SolveConfig
-from .functional import deq_canonicalize, deq_map, solve
+from .functional import deq_canonicalize, deq_map, find_fixed_point
 from .groups import Group
 from .param_net import ParamNet
 from .result import CanonicalizationResult
@@ -153,7 +153,7 @@ class DEQCanonicalizer(Canonicalizer):
             self.param_net,
             self.group,
             source=self._view(src),
-            solve_config=self.solve,
+            solve=self.solve,
             backward=self.backward,
             build_graph=self._builds_graph(src),
             training=self.training,
@@ -186,7 +186,7 @@ class DEQCanonicalizer(Canonicalizer):
         x, src = self._inputs(x, None)
         f = deq_map(self.param_net, self.group, self._view(src))
         z0 = self.group.identity_params(x.shape[0], device=x.device, dtype=x.dtype)
-        sol = solve(f, z0, self.solve)
+        sol = find_fixed_point(f, z0, self.solve)
         with torch.enable_grad():
             z = sol.z.detach().requires_grad_(True)
             _, radius = power_method(f(z), z, n_iters=n_iters)

@@ -7,8 +7,8 @@ $$\\Phi^* = f(\\Phi^*), \\qquad f(\\Phi) = H_\\psi\\big(S^{-1}(I; \\Phi)\\big),$
 
 and returns $S^{-1}(x; \\Phi^*)$. `deq_canonicalize` is that computation as a pure function of the input, the
 parameter map $H$ and the group; `deqcanon.DEQCanonicalizer` is the module that stores $H$ and the settings
-and calls it. One code path solves (`solve`), one place measures the statistics (`solver_info`), for the
-forward fixed point and for the adjoint of the implicit backward alike.
+and calls it. One code path solves (`find_fixed_point`), one place measures the statistics (`solver_info`),
+for the forward fixed point and for the adjoint of the implicit backward alike.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .groups import Group, warp_stats
 from .result import CanonicalizationResult, SolverInfo
 from .solver import FixedPointSolution, solve_fixed_point
 
-__all__ = ["deq_canonicalize", "deq_map", "solve", "solver_info"]
+__all__ = ["deq_canonicalize", "deq_map", "find_fixed_point", "solver_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +51,14 @@ def deq_map(
     return f
 
 
-def solve(
+def find_fixed_point(
     f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, config: SolveConfig, *, training: bool = True
 ) -> FixedPointSolution:
     """Solve $z = f(z)$ from `z0` `(B, ...)` without autograd, with the settings of `config`.
 
     Examples:
-        >>> sol = solve(lambda z: 0.5 * z + 1.0, torch.zeros(2, 3), SolveConfig(max_iter=30, tol=1e-6))
-        >>> sol.z[0].tolist()
+        >>> config = SolveConfig(max_iter=30, tol=1e-6)
+        >>> find_fixed_point(lambda z: 0.5 * z + 1.0, torch.zeros(2, 3), config).z[0].tolist()
         [2.0, 2.0, 2.0]
     """
     return solve_fixed_point(
@@ -112,7 +112,7 @@ def deq_canonicalize(
     group: Group,
     *,
     source: torch.Tensor | None = None,
-    solve_config: SolveConfig | None = None,
+    solve: SolveConfig | None = None,
     backward: BackwardConfig | str = "implicit",
     build_graph: bool = True,
     training: bool = True,
@@ -122,7 +122,7 @@ def deq_canonicalize(
 ) -> CanonicalizationResult:
     """Canonicalize `x` by the fixed point $\\Phi^* = H(S^{-1}(I; \\Phi^*))$ (eqs. 14-16).
 
-    1. `solve` runs without autograd from the identity on `source` (the view $H$ sees).
+    1. `find_fixed_point` runs without autograd from the identity on `source` (the view $H$ sees).
     2. One more evaluation $f(\\Phi^*)$ builds the only graph; it is the returned `params`, and
        $f(\\Phi^*) - \\Phi^*$ gives the statistics (`solver_info`) and the `residual`.
     3. Backward: `"implicit"` solves the adjoint fixed point
@@ -134,7 +134,7 @@ def deq_canonicalize(
         param_fn: the parameter network $H$, `(B, C', H', W') -> (B, *group.param_shape)`.
         group: the group acting on `x` and `source`.
         source: the input $I$ that $H$ reads, `(B, C', H', W')`; default `x`.
-        solve_config: the forward solve (default `SolveConfig()`).
+        solve: the forward solve (default `SolveConfig()`).
         backward: `BackwardConfig` or its kind, `"implicit"` or `"phantom"`.
         build_graph: build the differentiable evaluation (False: `params` carry no graph).
         training: training mode (the iteration budget and the Jacobian regulariser depend on it).
@@ -156,13 +156,13 @@ def deq_canonicalize(
         >>> out.params.shape, out.canonical.shape, bool(out.info.converged.all())
         (torch.Size([2, 1]), torch.Size([2, 1, 8, 8]), True)
     """
-    config = SolveConfig() if solve_config is None else solve_config
+    config = SolveConfig() if solve is None else solve
     back = BackwardConfig.of(backward)
     src = x if source is None else source
     f = deq_map(param_fn, group, src)
     z0 = group.identity_params(x.shape[0], device=x.device, dtype=x.dtype)
 
-    sol = solve(f, z0, config, training=training)
+    sol = find_fixed_point(f, z0, config, training=training)
     z_star = sol.z
     finite = _finite_rows(z_star)
     if not bool(finite.all()):
