@@ -99,8 +99,8 @@ class DEQCanonicalizer(Canonicalizer):
         backward: BackwardConfig | Literal["implicit", "phantom"] = "implicit",
         jac_reg_weight: float = 0.0,
         jac_reg_vectors: int = 1,
-        eval_backward: str = "same",
-        on_nonfinite: str = "identity",
+        eval_backward: Literal["same", "detach"] = "same",
+        on_nonfinite: Literal["identity", "raise"] = "identity",
     ) -> None:
         super().__init__(group)
         if param_net is None:
@@ -159,7 +159,7 @@ class DEQCanonicalizer(Canonicalizer):
             training=self.training,
             jac_reg_weight=self.jac_reg_weight,
             jac_reg_vectors=self.jac_reg_vectors,
-            on_nonfinite=self.on_nonfinite,  # type: ignore[arg-type]
+            on_nonfinite=self.on_nonfinite,
         )
 
     # ------------------------------------------------------------------------------------------- losses
