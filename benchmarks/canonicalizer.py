@@ -78,8 +78,9 @@ def make_dec(iters: int, *, view: int | None, backward: str = "implicit") -> deq
     torch.manual_seed(0)
     group = deqcanon.MonotoneScaleGroup(grid=(4, 4))
     net = _off_identity(deqcanon.ParamNet(group, 3, widths=(64, 128), view_size=view), HEAD_STD)
-    options = {"backward": "phantom", "phantom_steps": 1} if backward == "phantom" else {}
-    return deqcanon.DEQCanonicalizer(group, net, max_iter=iters, tol=1e-30, stop_mode="abs", **options)
+    solve = deqcanon.SolveConfig(max_iter=iters, tol=1e-30, stop_mode="abs")
+    back = deqcanon.BackwardConfig("phantom", phantom_steps=1) if backward == "phantom" else "implicit"
+    return deqcanon.DEQCanonicalizer(group, net, solve=solve, backward=back)
 
 
 def make_optim(iters: int, *, view: int | None) -> deqcanon.OptimCanonicalizer:

@@ -53,7 +53,7 @@ LAYERS = ["input", 0]  # 2 DEC modules: the image and the first block / stage
 def _dec(max_iter: int | None = None, widths: tuple[int, ...] | None = None, view_size: int | None = None):
     def factory(in_channels: int) -> nn.Module:
         group = deqcanon.MonotoneScaleGroup(grid=(4, 4))
-        kwargs = {} if max_iter is None else {"max_iter": max_iter}
+        kwargs = {} if max_iter is None else {"solve": deqcanon.SolveConfig(max_iter=max_iter)}
         if widths is None:
             return deqcanon.DEQCanonicalizer(group, in_channels=in_channels, **kwargs)
         net = deqcanon.ParamNet(group, in_channels, widths=widths, view_size=view_size)

@@ -9,29 +9,31 @@ import torch
 from torch import nn
 
 from deqcanon import (
+    BackwardConfig,
     CanonicalizationResult,
     DEQCanonicalizer,
     GlobalScaleGroup,
     MonotoneScaleGroup,
     ParamNet,
+    SolveConfig,
     SolverInfo,
 )
 
 F64 = torch.float64
 
 
-def exact_dec(net: nn.Module, **kwargs) -> DEQCanonicalizer:
-    options = dict(
-        solver="anderson",
-        max_iter=100,
-        tol=1e-13,
-        stop_mode="abs",
-        backward_solver="anderson",
-        backward_max_iter=100,
-        backward_tol=1e-13,
+def exact_dec(
+    net: nn.Module, *, solve: dict | None = None, backward: dict | None = None, **kwargs
+) -> DEQCanonicalizer:
+    return DEQCanonicalizer(
+        GlobalScaleGroup(),
+        net,
+        solve=SolveConfig(
+            **{"solver": "anderson", "max_iter": 100, "tol": 1e-13, "stop_mode": "abs", **(solve or {})}
+        ),
+        backward=BackwardConfig(**{"solver": "anderson", "max_iter": 100, "tol": 1e-13, **(backward or {})}),
+        **kwargs,
     )
-    options.update(kwargs)
-    return DEQCanonicalizer(GlobalScaleGroup(), net, **options)
 
 
 def unrolled(net: nn.Module, x: torch.Tensor, steps: int = 300) -> torch.Tensor:
@@ -54,7 +56,9 @@ def test_converges_on_contractive_map(solver, tiny_net, smooth, dtype):
     net = tiny_net(1, gain=0.3).to(dtype)
     x = smooth(3, 1, 12, 12, dtype=dtype)
     tol = 1e-5
-    dec = DEQCanonicalizer(GlobalScaleGroup(), net, solver=solver, max_iter=60, tol=tol, stop_mode="abs")
+    dec = DEQCanonicalizer(
+        GlobalScaleGroup(), net, solve=SolveConfig(solver=solver, max_iter=60, tol=tol, stop_mode="abs")
+    )
     result = dec(x)
     info = result.info
     assert isinstance(result, CanonicalizationResult) and isinstance(info, SolverInfo)
@@ -75,7 +79,9 @@ def test_anderson_needs_fewer_iterations_than_fixed_point(tiny_net, smooth):
     counts = {}
     for solver in ("anderson", "fixed_point"):
         dec = DEQCanonicalizer(
-            GlobalScaleGroup(), net, solver=solver, max_iter=300, tol=1e-10, stop_mode="abs"
+            GlobalScaleGroup(),
+            net,
+            solve=SolveConfig(solver=solver, max_iter=300, tol=1e-10, stop_mode="abs"),
         )
         info = dec(x).info
         assert info.all_converged
@@ -86,10 +92,14 @@ def test_anderson_needs_fewer_iterations_than_fixed_point(tiny_net, smooth):
 def test_stop_mode_rel_and_abs(tiny_net, smooth):
     net = tiny_net(1, gain=0.3).to(F64)
     x = smooth(2, 1, 12, 12, dtype=F64)
-    result = DEQCanonicalizer(GlobalScaleGroup(), net, solver="fixed_point", max_iter=200, tol=1e-3)(x)
+    result = DEQCanonicalizer(
+        GlobalScaleGroup(), net, solve=SolveConfig(solver="fixed_point", max_iter=200, tol=1e-3)
+    )(x)
     rel = result.info
     absolute = DEQCanonicalizer(
-        GlobalScaleGroup(), net, solver="fixed_point", max_iter=200, tol=1e-3, stop_mode="abs"
+        GlobalScaleGroup(),
+        net,
+        solve=SolveConfig(solver="fixed_point", max_iter=200, tol=1e-3, stop_mode="abs"),
     )(x).info
     assert rel.stop_mode == "rel" and absolute.stop_mode == "abs"
     assert bool((rel.rel_residual <= 1e-3).all()) and bool((absolute.abs_residual <= 1e-3).all())
@@ -161,7 +171,9 @@ def test_implicit_memory_does_not_depend_on_iterations(tiny_net, smooth):
 
     def graph_size(max_iter: int) -> int:
         net = tiny_net(1, gain=0.3)
-        dec = DEQCanonicalizer(GlobalScaleGroup(), net, max_iter=max_iter, tol=1e-30, stop_mode="abs")
+        dec = DEQCanonicalizer(
+            GlobalScaleGroup(), net, solve=SolveConfig(max_iter=max_iter, tol=1e-30, stop_mode="abs")
+        )
         params = dec(x).params
         seen, stack = set(), [params.grad_fn]
         while stack:
@@ -187,9 +199,11 @@ def test_phantom_gradient(tiny_net, smooth):
         )
 
     p_ift, g_ift = grad_of(exact_dec(net))
-    p_one, g_one = grad_of(exact_dec(net, backward="phantom", phantom_steps=1))
-    p_many, g_many = grad_of(exact_dec(net, backward="phantom", phantom_steps=40))
-    p_damped, g_damped = grad_of(exact_dec(net, backward="phantom", phantom_steps=5, phantom_damping=0.5))
+    p_one, g_one = grad_of(exact_dec(net, backward={"kind": "phantom", "phantom_steps": 1}))
+    p_many, g_many = grad_of(exact_dec(net, backward={"kind": "phantom", "phantom_steps": 40}))
+    p_damped, g_damped = grad_of(
+        exact_dec(net, backward={"kind": "phantom", "phantom_steps": 5, "phantom_damping": 0.5})
+    )
     # At a converged fixed point the phantom steps do not move the state ...
     for p in (p_one, p_many, p_damped):
         torch.testing.assert_close(p, p_ift, atol=1e-10, rtol=0)
@@ -200,7 +214,7 @@ def test_phantom_gradient(tiny_net, smooth):
     assert err_one > 1e-2
     assert err_many < 1e-6
     assert 1e-8 < err_damped < err_one  # a damped, truncated Neumann series: in between
-    result = exact_dec(net, backward="phantom")(x)
+    result = exact_dec(net, backward={"kind": "phantom"})(x)
     loss_of(result.params, result.canonical).backward()
     assert result.info.backward is None  # no adjoint solve in phantom mode
 
@@ -227,7 +241,7 @@ def test_jacobian_regularisation(tiny_net, smooth):
 def test_residual_and_prior_losses(tiny_net, smooth):
     net = tiny_net(1, gain=0.3)
     x = smooth(2, 1, 12, 12)
-    dec = DEQCanonicalizer(GlobalScaleGroup(), net, max_iter=3, tol=1e-12, stop_mode="abs")
+    dec = DEQCanonicalizer(GlobalScaleGroup(), net, solve=SolveConfig(max_iter=3, tol=1e-12, stop_mode="abs"))
     result = dec(x)
     residual = dec.residual_loss(result)
     assert residual.dim() == 0 and residual.item() > 0  # three iterations do not converge to 1e-12
@@ -277,7 +291,7 @@ def test_eval_mode(tiny_net, smooth):
     assert not detached(x).params.requires_grad
     torch.testing.assert_close(detached(x).params, result.params.detach())
 
-    short = exact_dec(net, max_iter=100, eval_max_iter=4).eval()
+    short = exact_dec(net, solve={"max_iter": 100, "eval_max_iter": 4}).eval()
     assert short(x).info.iterations <= 4
     assert short.train()(x).info.iterations > 4
 
@@ -292,13 +306,13 @@ def test_singular_anderson_falls_back(tiny_net, smooth, monkeypatch):
     monkeypatch.setattr(torch.linalg, "solve", singular)
     net = tiny_net(1, gain=0.3)
     x = smooth(2, 1, 12, 12)
-    result = DEQCanonicalizer(GlobalScaleGroup(), net, max_iter=30, tol=1e-5)(x)
+    result = DEQCanonicalizer(GlobalScaleGroup(), net, solve=SolveConfig(max_iter=30, tol=1e-5))(x)
     assert result.info.fallback is not None and "singular" in result.info.fallback
     assert result.info.solver == "broyden" and result.info.all_converged
     result.params.sum().backward()  # the adjoint solve falls back too
     assert result.info.backward.solver == "broyden"
     with pytest.raises(torch.linalg.LinAlgError):
-        DEQCanonicalizer(GlobalScaleGroup(), net, fallback=None)(x)
+        DEQCanonicalizer(GlobalScaleGroup(), net, solve=SolveConfig(fallback=None))(x)
 
 
 class NaNNet(nn.Module):
@@ -315,7 +329,7 @@ class NaNNet(nn.Module):
 
 def test_non_finite_parameters_detected(smooth):
     x = smooth(2, 1, 12, 12).requires_grad_(True)
-    dec = DEQCanonicalizer(GlobalScaleGroup(), NaNNet(), solver="fixed_point", max_iter=5)
+    dec = DEQCanonicalizer(GlobalScaleGroup(), NaNNet(), solve=SolveConfig(solver="fixed_point", max_iter=5))
     result = dec(x)
     assert result.info.finite.tolist() == [True, False]
     assert result.info.converged[1].item() is False
@@ -326,7 +340,9 @@ def test_non_finite_parameters_detected(smooth):
     result.canonical.sum().backward()
     assert torch.isfinite(x.grad).all() and dec.param_net.scale.grad is None
     with pytest.raises(FloatingPointError, match=r"samples \[1\]"):
-        DEQCanonicalizer(GlobalScaleGroup(), NaNNet(), solver="fixed_point", on_nonfinite="raise")(x)
+        DEQCanonicalizer(
+            GlobalScaleGroup(), NaNNet(), solve=SolveConfig(solver="fixed_point"), on_nonfinite="raise"
+        )(x)
 
 
 def test_rejects_non_finite_input():
@@ -365,7 +381,7 @@ def test_large_inputs_solved_on_view():
     net = ParamNet(group, 3, widths=(4, 8), view_size=24)
     seen = []
     net.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
-    dec = DEQCanonicalizer(group, net, max_iter=4)
+    dec = DEQCanonicalizer(group, net, solve=SolveConfig(max_iter=4))
     result = dec(torch.rand(1, 3, 96, 72))
     assert set(seen) == {(24, 18)}
     assert result.canonical.shape == (1, 3, 96, 72)
@@ -421,30 +437,38 @@ def test_deepcopy_pickle_state_dict(make, smooth):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"solver": "newton"}, ValueError, "'anderson', 'broyden', 'fixed_point'"),
-        ({"max_iter": 2}, ValueError, "max_iter"),
-        ({"max_iter": 2.5}, TypeError, "max_iter"),
-        ({"tol": 0.0}, ValueError, "tol"),
-        ({"stop_mode": "relative"}, ValueError, "stop_mode"),
+        ({"solve": {"solver": "newton"}}, ValueError, "'anderson', 'broyden', 'fixed_point'"),
+        ({"solve": {"max_iter": 2}}, ValueError, "max_iter"),
+        ({"solve": {"max_iter": 2.5}}, TypeError, "max_iter"),
+        ({"solve": {"tol": 0.0}}, ValueError, "tol"),
+        ({"solve": {"stop_mode": "relative"}}, ValueError, "stop_mode"),
         ({"backward": "ift"}, ValueError, "'implicit', 'phantom'"),
-        ({"backward_solver": "lbfgs"}, ValueError, "backward_solver"),
-        ({"phantom_steps": 0}, ValueError, "phantom_steps"),
-        ({"phantom_damping": 1.5}, ValueError, "phantom_damping"),
-        ({"phantom_damping": 0.0}, ValueError, "phantom_damping"),
+        ({"backward": {"solver": "lbfgs"}}, ValueError, "backward.solver"),
+        ({"backward": {"phantom_steps": 0}}, ValueError, "phantom_steps"),
+        ({"backward": {"phantom_damping": 1.5}}, ValueError, "phantom_damping"),
+        ({"backward": {"phantom_damping": 0.0}}, ValueError, "phantom_damping"),
         ({"jac_reg_weight": -1.0}, ValueError, "jac_reg_weight"),
         ({"eval_backward": "none"}, ValueError, "eval_backward"),
-        ({"eval_max_iter": 0}, ValueError, "eval_max_iter"),
+        ({"solve": {"eval_max_iter": 0}}, ValueError, "eval_max_iter"),
         ({"on_nonfinite": "ignore"}, ValueError, "on_nonfinite"),
-        ({"fallback": "gd"}, ValueError, "fallback"),
-        ({"solver_kwargs": {"m": 4, "beta": 0.5}}, ValueError, "beta"),
-        ({"solver_kwargs": {"max_iter": 4}}, ValueError, "max_iter"),
-        ({"solver": "broyden", "solver_kwargs": {"lam": 1e-3}}, ValueError, "lam"),
+        ({"solve": {"fallback": "gd"}}, ValueError, "fallback"),
+        ({"solve": {"solver_kwargs": {"m": 4, "beta": 0.5}}}, ValueError, "beta"),
+        ({"solve": {"solver_kwargs": {"max_iter": 4}}}, ValueError, "max_iter"),
+        ({"solve": {"solver": "broyden", "solver_kwargs": {"lam": 1e-3}}}, ValueError, "lam"),
         ({"f_stop_mode": "rel"}, TypeError, "f_stop_mode"),  # torchdeq-style names are not accepted
         ({"stop_mode_typo": "rel"}, TypeError, "stop_mode_typo"),
+        ({"max_iter": 4}, TypeError, "max_iter"),  # the solve settings live in SolveConfig
+        ({"solve": {"max_iter": 4}.items()}, TypeError, "SolveConfig"),
+        ({"backward": 1}, TypeError, "BackwardConfig"),
     ],
 )
 def test_option_validation(kwargs, error, match):
+    kwargs = dict(kwargs)
     with pytest.raises(error, match=match):
+        if isinstance(kwargs.get("solve"), dict):
+            kwargs["solve"] = SolveConfig(**kwargs["solve"])
+        if isinstance(kwargs.get("backward"), dict):
+            kwargs["backward"] = BackwardConfig(**kwargs["backward"])
         DEQCanonicalizer(GlobalScaleGroup(), in_channels=1, **kwargs)
 
 
@@ -455,7 +479,9 @@ def test_constructor_arguments_validated(tiny_net):
         DEQCanonicalizer(GlobalScaleGroup(), tiny_net(1), in_channels=1)
     with pytest.raises(TypeError, match="param_net"):
         DEQCanonicalizer(GlobalScaleGroup(), lambda x: x)
-    dec = DEQCanonicalizer(GlobalScaleGroup(), in_channels=1, solver_kwargs={"m": 4, "lam": 1e-5})
-    assert dec.solver_kwargs == {"m": 4, "lam": 1e-5}
-    with pytest.raises(ValueError, match="4 dimensions"):
+    dec = DEQCanonicalizer(
+        GlobalScaleGroup(), in_channels=1, solve=SolveConfig(solver_kwargs={"m": 4, "lam": 1e-5})
+    )
+    assert dec.solve.solver_kwargs == {"m": 4, "lam": 1e-5}
+    with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\)"):
         dec(torch.rand(1, 16, 16))

@@ -14,6 +14,7 @@ from deqcanon import (
     MonotoneScaleGroup,
     OptimCanonicalizer,
     ParamNet,
+    SolveConfig,
     warp_stats,
 )
 
@@ -40,7 +41,7 @@ class NaNForOne(nn.Module):
 @pytest.mark.parametrize("solver", ["anderson", "fixed_point"])
 def test_non_finite_falls_back_to_the_identity_with_every_group(group, solver, caplog):
     torch.manual_seed(0)
-    dec = DEQCanonicalizer(group, NaNForOne(group), solver=solver, max_iter=6)
+    dec = DEQCanonicalizer(group, NaNForOne(group), solve=SolveConfig(solver=solver, max_iter=6))
     x = torch.rand(3, 1, 24, 24, requires_grad=True)
     with caplog.at_level(logging.WARNING, logger="deqcanon.deq"):
         result = dec(x)
@@ -52,7 +53,9 @@ def test_non_finite_falls_back_to_the_identity_with_every_group(group, solver, c
     torch.testing.assert_close(result.params[1], group.identity_params(1)[0])
     assert torch.isfinite(result.params).all() and torch.isfinite(result.canonical).all()
     # The other samples were solved: the same parameters as a DEC on them alone.
-    alone = DEQCanonicalizer(group, dec.param_net.inner, solver=solver, max_iter=6)(x[[0, 2]].detach())
+    alone = DEQCanonicalizer(group, dec.param_net.inner, solve=SolveConfig(solver=solver, max_iter=6))(
+        x[[0, 2]].detach()
+    )
     torch.testing.assert_close(result.params[[0, 2]], alone.params.detach(), atol=1e-4, rtol=0)
     result.canonical.sum().backward()
     assert torch.isfinite(x.grad).all()
@@ -60,7 +63,9 @@ def test_non_finite_falls_back_to_the_identity_with_every_group(group, solver, c
 
 def test_non_finite_raises_floating_point_error_with_the_monotone_group():
     group = MonotoneScaleGroup(grid=(3, 3))
-    dec = DEQCanonicalizer(group, NaNForOne(group, bad=0), max_iter=4, on_nonfinite="raise")
+    dec = DEQCanonicalizer(
+        group, NaNForOne(group, bad=0), solve=SolveConfig(max_iter=4), on_nonfinite="raise"
+    )
     with pytest.raises(FloatingPointError, match=r"samples \[0\]"):
         dec(torch.rand(2, 1, 24, 24))
 
@@ -68,7 +73,7 @@ def test_non_finite_raises_floating_point_error_with_the_monotone_group():
 # ------------------------------------------------------------------------------------------ warp size
 def test_identity_dec_records_a_zero_warp():
     group = MonotoneScaleGroup(grid=(3, 3))
-    dec = DEQCanonicalizer(group, ParamNet(group, 1, widths=(4, 8)), max_iter=4)
+    dec = DEQCanonicalizer(group, ParamNet(group, 1, widths=(4, 8)), solve=SolveConfig(max_iter=4))
     info = dec(torch.rand(2, 1, 24, 24)).info
     assert info.param_distance.tolist() == [0.0, 0.0] and (info.log_slope_max < 1e-6).all()  # rounding
     summary = info.summary()
@@ -79,7 +84,9 @@ def test_moving_dec_records_its_warp():
     torch.manual_seed(0)
     group = MonotoneScaleGroup(grid=(3, 3))
     dec = DEQCanonicalizer(
-        group, ParamNet(group, 1, widths=(4, 8), head="bounded", init_scale=0.5), max_iter=6
+        group,
+        ParamNet(group, 1, widths=(4, 8), head="bounded", init_scale=0.5),
+        solve=SolveConfig(max_iter=6),
     )
     result = dec(torch.rand(4, 1, 24, 24))
     info, params = result.info, result.params.detach()

@@ -12,6 +12,7 @@ from deqcanon import (
     GlobalScaleGroup,
     MonotoneScaleGroup,
     ParamNet,
+    SolveConfig,
     bounded_slope_range,
     create_canonicalizer,
     warp_stats,
@@ -110,7 +111,7 @@ def body_gradient(head: str, init_scale: float | None) -> float:
     torch.manual_seed(0)
     group = MonotoneScaleGroup(grid=(3, 3))
     net = ParamNet(group, 1, widths=(4, 8), head=head, init_scale=init_scale)
-    dec = DEQCanonicalizer(group, net, max_iter=4)
+    dec = DEQCanonicalizer(group, net, solve=SolveConfig(max_iter=4))
     x = torch.rand(4, 1, 24, 24)
     target = torch.rand(4, 1, 24, 24)
     (dec(x).canonical - target).pow(2).mean().backward()
@@ -138,7 +139,7 @@ def test_identity_init_with_a_scale_is_not_the_identity():
 def test_weight_norm_with_either_head(head):
     group = MonotoneScaleGroup(grid=(3, 3))
     net = ParamNet(group, 1, widths=(4, 8), head=head, weight_norm=True)
-    dec = DEQCanonicalizer(group, net, max_iter=4)
+    dec = DEQCanonicalizer(group, net, solve=SolveConfig(max_iter=4))
     params = dec(torch.rand(2, 1, 24, 24)).params
     assert torch.isfinite(params).all() and ((params.abs().max() > 0) == (head == "bounded"))
 

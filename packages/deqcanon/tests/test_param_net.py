@@ -68,7 +68,7 @@ def test_exceptions():
     net = ParamNet(GlobalScaleGroup(), 3, widths=(4,))
     with pytest.raises(ValueError, match="3 channels"):
         net(torch.rand(1, 4, 16, 16))
-    with pytest.raises(ValueError, match="4 dimensions"):
+    with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\)"):
         net(torch.rand(3, 16, 16))
     with pytest.raises(ValueError, match="widths"):
         ParamNet(GlobalScaleGroup(), 3, widths=())

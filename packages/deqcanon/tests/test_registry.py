@@ -53,7 +53,12 @@ def test_dec_with_the_options_the_app_passes():
     assert isinstance(dec, DEQCanonicalizer) and isinstance(dec.param_net, ParamNet)
     assert dec.group is group and dec.param_net.in_channels == 1
     assert dec.param_net.widths == (8, 16) and dec.param_net.view_size == 32
-    assert (dec.solver, dec.max_iter, dec.tol, dec.backward) == ("broyden", 4, 1e-4, "phantom")
+    assert (dec.solve.solver, dec.solve.max_iter, dec.solve.tol, dec.backward.kind) == (
+        "broyden",
+        4,
+        1e-4,
+        "phantom",
+    )
     result = dec(torch.rand(2, 1, 24, 20))
     assert result.params.shape == (2, group.param_shape[0])
     assert result.canonical.shape == (2, 1, 24, 20)
@@ -180,7 +185,7 @@ def test_factory_builds_fresh_modules_and_pickles():
     factory = canonicalizer_factory("dec", MonotoneScaleGroup(grid=(2, 2)), widths=(4,), max_iter=3)
     a, b = factory(5), factory(5)
     assert isinstance(a, DEQCanonicalizer) and a is not b
-    assert a.param_net.in_channels == 5 and a.max_iter == 3 and a.group.grid == (2, 2)
+    assert a.param_net.in_channels == 5 and a.solve.max_iter == 3 and a.group.grid == (2, 2)
     clone = pickle.loads(pickle.dumps(factory))
     assert isinstance(clone(2), DEQCanonicalizer) and clone(2).param_net.in_channels == 2
 

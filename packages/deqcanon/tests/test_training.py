@@ -21,6 +21,7 @@ from deqcanon import (
     MonotoneScaleGroup,
     OptimCanonicalizer,
     ParamNet,
+    SolveConfig,
 )
 
 SIZE = 32
@@ -29,7 +30,7 @@ SIZE = 32
 def build(kind: str, group, view: int = 16):
     if kind == "dec":
         net = ParamNet(group, 1, widths=(4, 8), view_size=view)
-        return DEQCanonicalizer(group, net, max_iter=20, tol=1e-4, stop_mode="abs"), 2e-2
+        return DEQCanonicalizer(group, net, solve=SolveConfig(max_iter=20, tol=1e-4, stop_mode="abs")), 2e-2
     if kind == "discrete":
         return DiscreteCanonicalizer(group, EnergyNet(1, width=8, view_size=view), num_elements=32), 1e-2
     return OptimCanonicalizer(group, EnergyNet(1, width=8, view_size=view), steps=5, step_size=0.5), 1e-2

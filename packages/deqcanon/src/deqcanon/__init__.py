@@ -18,7 +18,9 @@ Examples:
 
 from .base import Canonicalizer
 from .baselines import DiscreteCanonicalizer, EnergyNet, OptimCanonicalizer
+from .config import BackwardConfig, SolveConfig
 from .deq import DEQCanonicalizer
+from .functional import deq_canonicalize
 from .groups import GlobalScaleGroup, Group, MonotoneScaleGroup, field_shape_of, warp_stats
 from .param_net import ParamNet, ResidualBlock, bounded_slope_range
 from .registry import (
@@ -33,6 +35,7 @@ from .result import CanonicalizationResult, SolverInfo
 from .solver import FixedPointSolution, get_solver, register_solver, solve_fixed_point, solver_names
 
 __all__ = [
+    "BackwardConfig",
     "CanonicalizationResult",
     "Canonicalizer",
     "CanonicalizerEntry",
@@ -46,11 +49,13 @@ __all__ = [
     "OptimCanonicalizer",
     "ParamNet",
     "ResidualBlock",
+    "SolveConfig",
     "SolverInfo",
     "bounded_slope_range",
     "canonicalizer_factory",
     "canonicalizer_names",
     "create_canonicalizer",
+    "deq_canonicalize",
     "field_shape_of",
     "get_canonicalizer",
     "get_solver",

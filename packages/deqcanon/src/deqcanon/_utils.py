@@ -1,8 +1,10 @@
 """Shared helpers of `deqcanon`: argument validation and the resized view that the small networks see.
 
-Every public entry point validates its arguments through `check_tensor` (tensors: type, rank, floating
-dtype, finiteness) and `check_option` (string choices and numeric ranges), so that bad input raises a
-`ValueError`/`TypeError` that names the argument and what was expected.
+Every public entry point validates its arguments through `check_tensor` (tensors: type, shape pattern such
+as `("B", "C", "H", "W")`, dtype kind, finiteness; monowarp's, the vocabulary monowarp and the packages built
+on it share), `check_choice` (string options, also monowarp's) and `check_option` (numeric ranges, types and
+choices that may be None), so that bad input raises a `ValueError`/`TypeError` that names the argument and
+what was expected.
 """
 
 from __future__ import annotations
@@ -14,47 +16,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["check_option", "check_tensor", "detach_norm_weights", "resize_to_fit"]
+from monowarp.validation import check_choice, check_tensor
 
-
-def check_tensor(
-    value: Any,
-    name: str,
-    *,
-    ndim: int | None = None,
-    shape: str | None = None,
-    finite: bool = True,
-    floating: bool = True,
-) -> torch.Tensor:
-    """Validate a tensor argument and return it unchanged.
-
-    Args:
-        value: the argument.
-        name: its name, used in the error message.
-        ndim: required number of dimensions, or None for any.
-        shape: human-readable expected shape for the message, e.g. `"(B, C, H, W)"`.
-        finite: reject NaN and infinite entries.
-        floating: require a floating-point dtype.
-
-    Returns:
-        `value`.
-
-    Raises:
-        TypeError: `value` is not a tensor or not floating point.
-        ValueError: wrong number of dimensions, an empty dimension, or non-finite entries.
-    """
-    expected = f" of shape {shape}" if shape else ""
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor{expected}, got {type(value).__name__}")
-    if floating and not value.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
-    if ndim is not None and value.dim() != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions{expected}, got shape {tuple(value.shape)}")
-    if value.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
-    if finite and not bool(torch.isfinite(value).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return value
+__all__ = ["check_choice", "check_option", "check_tensor", "detach_norm_weights", "resize_to_fit"]
 
 
 def check_option(

@@ -58,10 +58,10 @@ class Canonicalizer(nn.Module):
         return (params - identity).pow(2).flatten(1).sum(1).mean()
 
     def _inputs(self, x: torch.Tensor, source: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        check_tensor(x, "x", ndim=4, shape="(B, C, H, W)")
+        check_tensor(x, "x", [("B", "C", "H", "W")])
         if source is None:
             return x, x
-        check_tensor(source, "source", ndim=4, shape="(B, C', H', W')")
+        check_tensor(source, "source", [("B", "C'", "H'", "W'")])
         if source.shape[0] != x.shape[0]:
             raise ValueError(f"source must have the batch size of x, got {source.shape[0]} and {x.shape[0]}")
         return x, source

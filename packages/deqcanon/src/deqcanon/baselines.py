@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._utils import check_option, check_tensor, resize_to_fit
+from ._utils import check_choice, check_option, check_tensor, resize_to_fit
 from .base import Canonicalizer
 from .groups import Group, warp_stats
 from .result import CanonicalizationResult, SolverInfo
@@ -76,7 +76,7 @@ class EnergyNet(nn.Module):
         check_option(in_channels, "in_channels", kind=int, low=1)
         check_option(width, "width", kind=int, low=1)
         check_option(view_size, "view_size", kind=int, low=8, allow_none=True)
-        check_option(readout_init, "readout_init", choices=("zero", "random"))
+        check_choice(readout_init, "readout_init", ("zero", "random"))
         self.in_channels = in_channels
         self.readout_init = readout_init
         self.view_size = view_size
@@ -93,7 +93,7 @@ class EnergyNet(nn.Module):
         return resize_to_fit(x, self.view_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_tensor(x, "x", ndim=4, shape="(B, C, H, W)", finite=False)
+        check_tensor(x, "x", [("B", "C", "H", "W")], finite=False)
         if x.shape[1] != self.in_channels:
             raise ValueError(f"x must have {self.in_channels} channels (B, C, H, W), got {tuple(x.shape)}")
         x = self.view(x)
@@ -189,7 +189,7 @@ class DiscreteCanonicalizer(Canonicalizer):
         super().__init__(group)
         self.energy_net = _energy_net(energy_net, in_channels, readout_init="random")
         check_option(temperature, "temperature", kind=(int, float), low=0.0, low_inclusive=False)
-        check_option(candidates, "candidates", choices=("structured", "random"))
+        check_choice(candidates, "candidates", ("structured", "random"))
         check_option(mild_fraction, "mild_fraction", kind=(int, float), low=0.0, high=1.0)
         check_option(identity_bias, "identity_bias", kind=(int, float), low=0.0)
         check_option(seed, "seed", kind=int)
@@ -217,12 +217,7 @@ class DiscreteCanonicalizer(Canonicalizer):
                 parts.append(sample(num_elements - 1 - n_mild, generator=generator, **kwargs))
             elements = torch.cat([p.to(identity.dtype) for p in parts], dim=0)
         else:
-            check_tensor(elements, "elements", shape=f"(K, {', '.join(map(str, group.param_shape))})")
-            if tuple(elements.shape[1:]) != tuple(group.param_shape):
-                raise ValueError(
-                    f"elements must have shape (K, {', '.join(map(str, group.param_shape))}), "
-                    f"got {tuple(elements.shape)}"
-                )
+            check_tensor(elements, "elements", [("K", *group.param_shape)])
         is_identity = (elements - identity.to(elements)).flatten(1).abs().amax(dim=1) <= 1e-6
         if not bool(is_identity.any()):
             raise ValueError("elements must contain the identity parameters")
@@ -346,14 +341,14 @@ class OptimCanonicalizer(Canonicalizer):
         self.energy_net = _energy_net(energy_net, in_channels)
         check_option(steps, "steps", kind=int, low=1)
         check_option(step_size, "step_size", kind=(int, float), low=0.0, low_inclusive=False)
-        check_option(optimizer, "optimizer", choices=("gd", "adam"))
+        check_choice(optimizer, "optimizer", ("gd", "adam"))
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"betas must be a pair of floats in [0, 1), got {betas!r}")
         for b in betas:
             check_option(b, "betas entries", kind=(int, float), low=0.0, high=0.9999999)
         check_option(eps, "eps", kind=(int, float), low=0.0, low_inclusive=False)
         check_option(tol, "tol", kind=(int, float), low=0.0, low_inclusive=False)
-        check_option(stop_mode, "stop_mode", choices=("rel", "abs"))
+        check_choice(stop_mode, "stop_mode", ("rel", "abs"))
         self.steps = steps
         self.step_size = float(step_size)
         self.optimizer = optimizer

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 import monowarp
 
-from ._utils import check_option, check_tensor
+from ._utils import check_choice, check_option, check_tensor
 
 __all__ = ["GlobalScaleGroup", "Group", "MonotoneScaleGroup", "field_shape_of", "warp_stats"]
 
@@ -123,16 +123,11 @@ def warp_stats(group: Group, params: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def _check_params(params: Any, group: Group) -> torch.Tensor:
-    check_tensor(params, "params", shape=f"(B, {', '.join(map(str, group.param_shape))})", finite=False)
-    if tuple(params.shape[1:]) != tuple(group.param_shape) or params.dim() != 1 + len(group.param_shape):
-        raise ValueError(
-            f"params must have shape (B, {', '.join(map(str, group.param_shape))}), got {tuple(params.shape)}"
-        )
-    return params
+    return check_tensor(params, "params", [("B", *group.param_shape)], finite=False)
 
 
 def _check_image(x: Any, params: torch.Tensor) -> torch.Tensor:
-    check_tensor(x, "x", ndim=4, shape="(B, C, H, W)", finite=False)
+    check_tensor(x, "x", [("B", "C", "H", "W")], finite=False)
     if x.shape[0] != params.shape[0]:
         raise ValueError(
             f"x and params must have the same batch size, got {x.shape[0]} and {params.shape[0]}"
@@ -184,8 +179,8 @@ class MonotoneScaleGroup:
         ):
             raise ValueError(f"grid must be a pair of positive ints (N, M), got {self.grid!r}")
         object.__setattr__(self, "grid", grid)
-        check_option(self.mode, "mode", choices=("bilinear", "nearest"))
-        check_option(self.padding_mode, "padding_mode", choices=("border", "zeros", "reflection"))
+        check_choice(self.mode, "mode", ("bilinear", "nearest"))
+        check_choice(self.padding_mode, "padding_mode", ("border", "zeros", "reflection"))
         check_option(self.align_corners, "align_corners", kind=bool)
 
     @property
@@ -303,8 +298,8 @@ class GlobalScaleGroup:
     align_corners: bool = True
 
     def __post_init__(self) -> None:
-        check_option(self.mode, "mode", choices=("bilinear", "nearest"))
-        check_option(self.padding_mode, "padding_mode", choices=("border", "zeros", "reflection"))
+        check_choice(self.mode, "mode", ("bilinear", "nearest"))
+        check_choice(self.padding_mode, "padding_mode", ("border", "zeros", "reflection"))
         check_option(self.align_corners, "align_corners", kind=bool)
 
     @property

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._utils import check_option, check_tensor, detach_norm_weights, resize_to_fit
+from ._utils import check_choice, check_option, check_tensor, detach_norm_weights, resize_to_fit
 from .groups import Group, field_shape_of
 
 __all__ = ["ParamNet", "ResidualBlock", "bounded_slope_range"]
@@ -183,7 +183,7 @@ class ParamNet(nn.Module):
             check_option(w, "widths entries", kind=int, low=1)
         check_option(view_size, "view_size", kind=int, low=4, allow_none=True)
         check_option(weight_norm, "weight_norm", kind=bool)
-        check_option(head, "head", choices=HEADS)
+        check_choice(head, "head", HEADS)
         if temperature is not None and head != "bounded":
             raise ValueError(f"temperature applies to head='bounded' only, got head={head!r}")
         temperature = BOUNDED_TEMPERATURE if temperature is None else temperature
@@ -247,7 +247,7 @@ class ParamNet(nn.Module):
 
     def field(self, x: torch.Tensor) -> torch.Tensor:
         """The parameter field `(B, *field_shape)` predicted for `x` `(B, C, H, W)`."""
-        check_tensor(x, "x", ndim=4, shape="(B, C, H, W)", finite=False)
+        check_tensor(x, "x", [("B", "C", "H", "W")], finite=False)
         if x.shape[1] != self.in_channels:
             raise ValueError(f"x must have {self.in_channels} channels (B, C, H, W), got {tuple(x.shape)}")
         x = self.view(x)

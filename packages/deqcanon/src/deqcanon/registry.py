@@ -32,6 +32,7 @@ from torch import nn
 
 from ._utils import check_option
 from .baselines import DiscreteCanonicalizer, EnergyNet, OptimCanonicalizer
+from .config import BACKWARD_OPTIONS, SOLVE_OPTIONS, configs_from_flat
 from .deq import DEQCanonicalizer
 from .groups import Group, MonotoneScaleGroup
 from .param_net import ParamNet
@@ -88,9 +89,11 @@ def register_canonicalizer(
         ValueError: `name` is taken and `overwrite` is False.
 
     Examples:
+        >>> from deqcanon import SolveConfig
         >>> @register_canonicalizer("tiny_dec", overwrite=True)
         ... def tiny_dec(group, in_channels, *, max_iter=3):
-        ...     return DEQCanonicalizer(group, ParamNet(group, in_channels, widths=(4,)), max_iter=max_iter)
+        ...     net = ParamNet(group, in_channels, widths=(4,))
+        ...     return DEQCanonicalizer(group, net, solve=SolveConfig(max_iter=max_iter))
         >>> "tiny_dec" in canonicalizer_names()
         True
     """
@@ -221,10 +224,16 @@ def _check_options(entry: CanonicalizerEntry, kwargs: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------- built-ins (registered at import)
-_DEC_OPTIONS = tuple(
-    p.name
-    for p in inspect.signature(DEQCanonicalizer.__init__).parameters.values()
-    if p.kind is p.KEYWORD_ONLY and p.name != "in_channels"
+# The DEC's keyword options, with the solve settings spelled flat (`max_iter=`, `backward_tol=`, ...) as apps
+# and configuration files pass them; the builder groups them into `SolveConfig` and `BackwardConfig`.
+_DEC_OPTIONS = (
+    *SOLVE_OPTIONS,
+    *BACKWARD_OPTIONS,
+    *(
+        p.name
+        for p in inspect.signature(DEQCanonicalizer.__init__).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.name not in ("in_channels", "solve", "backward")
+    ),
 )
 
 
@@ -253,7 +262,8 @@ def _dec(
         temperature=temperature,
         init_scale=init_scale,
     )
-    return DEQCanonicalizer(group, net, **kwargs)
+    solve, backward, rest = configs_from_flat(kwargs)
+    return DEQCanonicalizer(group, net, solve=solve, backward=backward, **rest)
 
 
 @register_canonicalizer("canon")

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ._utils import check_option
+from ._utils import check_choice, check_option
 
 __all__ = [
     "FixedPointSolution",
@@ -87,7 +87,7 @@ def get_solver(name: str) -> SolverFn:
     Raises:
         ValueError: unknown name (the message lists the registered ones).
     """
-    check_option(name, "solver", choices=solver_names())
+    check_choice(name, "solver", solver_names())
     return _SOLVERS[name]
 
 
@@ -252,7 +252,7 @@ def solve_fixed_point(
     get_solver(solver)
     check_option(max_iter, "max_iter", kind=int, low=_MIN_ITER[solver])
     check_option(tol, "tol", kind=(int, float), low=0.0, low_inclusive=False)
-    check_option(stop_mode, "stop_mode", choices=("rel", "abs"))
+    check_choice(stop_mode, "stop_mode", ("rel", "abs"))
     check_option(fallback, "fallback", choices=(*solver_names(), None))
     kwargs = check_solver_kwargs(solver, solver_kwargs)
 

@@ -64,7 +64,8 @@ def default_canonicalizer(in_channels: int) -> nn.Module:
     stages of 64 and 128 channels, started at the identity), Anderson acceleration from the identity and
     implicit differentiation. A fresh DEC therefore returns the identity, and an adapted model with fresh
     DECs computes what the base model computes. For other settings pass your own factory, e.g.
-    `lambda c: deqcanon.DEQCanonicalizer(group, in_channels=c, max_iter=5, backward="phantom")`.
+    `lambda c: deqcanon.DEQCanonicalizer(group, in_channels=c, solve=SolveConfig(max_iter=5),
+    backward="phantom")` (`SolveConfig` from deqcanon).
 
     Args:
         in_channels: channels of the tensor the canonicalizer reads (3 for an RGB image).
