@@ -10,7 +10,7 @@ Each subcommand takes its own option groups (``lse-mnist train --help`` lists th
     torchrun --nproc_per_node 2 -m lse_mnist train --config ...   # DistributedDataParallel
     lse-mnist evaluate --runs runs/mnist/resnet18/* --eval.results_dir runs/mnist/results
     torchrun --nproc_per_node 2 -m lse_mnist evaluate --runs ...  # the same table, in half the time
-    lse-mnist demo                                            # the README demo (about 10 min on 2 cores)
+    lse-mnist demo                                            # the README demo (about 6 min on 2 cores)
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@
    buckets, per-scale curve), print Tables 2 and 3, save the plots.
 
 The epochs are fixed (3 for ``aug``, 1 for each fine-tuning), so the result does not depend on how busy the
-machine is; on 2 CPU cores the whole demo takes about 10 minutes. Everything goes under
+machine is; on 2 CPU cores the whole demo takes about 6 minutes. Everything goes under
 ``--demo.out_dir`` (default ``runs/mnist-demo``): data, one run folder per stage, results. A second demo in
 the same folder continues its runs (a finished run is not trained again) when its options are the same, and
 refuses otherwise: choose another ``--demo.out_dir``, or ``--demo.overwrite true`` to replace the old runs.
