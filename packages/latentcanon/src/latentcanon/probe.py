@@ -269,27 +269,3 @@ def _grid_problem(fmap: torch.Tensor, image: torch.Tensor) -> str | None:
                 f"({float(cx[a]):.2f}, {float(cy[a]):.2f}) and ({float(cx[b]):.2f}, {float(cy[b]):.2f})"
             )
     return None
-    weight = grad.abs().sum(1)  # (4, H, W)
-    total = weight.flatten(1).sum(1)
-    if not bool((total > 0).all()) or not bool(torch.isfinite(total).all()):
-        return None
-    ys = torch.linspace(0, 1, weight.shape[1], device=weight.device, dtype=weight.dtype)
-    xs = torch.linspace(0, 1, weight.shape[2], device=weight.device, dtype=weight.dtype)
-    cy = (weight.sum(2) * ys).sum(1) / total
-    cx = (weight.sum(1) * xs).sum(1) / total
-    pairs = []
-    if len(cols) == 2:  # same row, left -> right
-        pairs += [("x", 0, 1), ("x", 2, 3)]
-    if len(rows) == 2:  # same column, top -> bottom
-        pairs += [("y", 0, 2), ("y", 1, 3)]
-    for axis, a, b in pairs:
-        along, across = (cx, cy) if axis == "x" else (cy, cx)
-        step, drift = float(along[b] - along[a]), abs(float(across[b] - across[a]))
-        # deep layers see the whole image and leave all centroids near the centre: small shifts are noise
-        if drift - step > _MARGIN:
-            (ia, ja), (ib, jb) = points[a], points[b]
-            return (
-                f"grid points ({ia}, {ja}) and ({ib}, {jb}) see the image around (x, y) = "
-                f"({float(cx[a]):.2f}, {float(cy[a]):.2f}) and ({float(cx[b]):.2f}, {float(cy[b]):.2f})"
-            )
-    return None
