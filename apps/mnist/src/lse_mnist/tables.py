@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lse_common.reports import format_mean_std, mean_std, paired_differences, write_report
+from lse_common.reports import format_mean_std, group_results, mean_std, paired_differences, write_report
 
 from .options import METHODS
 
@@ -59,9 +59,10 @@ def family(backbone: str) -> str | None:
 
 
 def _group(results: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    grouped: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for r in results:
-        grouped[r["backbone"]][r["method"]].append(r)
+    """`lse_common.reports.group_results` as backbone -> method -> runs."""
+    grouped: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
+    for (backbone, method), runs in group_results(results).items():
+        grouped[backbone][method] = list(runs)
     return grouped
 
 
