@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pybullet as p
@@ -45,6 +46,7 @@ __all__ = [
     "RenderConfig",
     "RenderedScene",
     "Renderer",
+    "Shot",
     "benchmark_render",
     "generate_scene",
     "load_classes",
@@ -134,6 +136,22 @@ class RenderConfig:
     def ref_depth(self) -> float:
         """``z_ref``: the depth at which a unit bounding sphere spans ``object_size`` of the image."""
         return 1.0 / (self.object_size * math.tan(math.radians(self.fov) / 2))
+
+
+class Shot(NamedTuple):
+    """One rendering of a scene.
+
+    Args:
+        image: `(H, W, 3)` uint8, the objects over the background crop.
+        mask: `(H, W)` uint8 class labels, 0 = background.
+        visible: `(K,)` visible pixels of each object.
+        depth: `(H, W)` float32 depth buffer in ``[0, 1]`` (1 where no object is).
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    visible: np.ndarray
+    depth: np.ndarray
 
 
 @dataclass
@@ -262,13 +280,8 @@ class Renderer:
         u, v = float(center[0]), float(center[1])
         return np.array([(2 * u - 1) * t * z, z, -(2 * v - 1) * t * z])
 
-    def render(self, scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Render ``scene`` over its background.
-
-        Returns:
-            `(H, W, 3)` uint8 image, `(H, W)` uint8 mask of class labels (0 = background) and `(K,)` visible
-            pixels per object.
-        """
+    def render(self, scene: Scene) -> Shot:
+        """Render ``scene`` over its background (image, mask, visible pixels per object, depth buffer)."""
         c, client = self.config, self._client
         p.resetSimulation(physicsClientId=client)
         bodies = []
@@ -282,7 +295,7 @@ class Renderer:
             )
             bodies.append(body)
         light = scene.light
-        _, _, rgba, _, seg = p.getCameraImage(
+        _, _, rgba, depth, seg = p.getCameraImage(
             c.size,
             c.size,
             self._view,
@@ -303,7 +316,7 @@ class Renderer:
         visible = (mask[None] == np.asarray(scene.classes, dtype=np.uint8)[:, None, None]).sum(axis=(1, 2))
         background = self.backgrounds.crop(scene.background, scene.crop, scene.flip, c.size)
         image = np.where(mask[..., None] > 0, rgb, background)
-        return image, mask, visible
+        return Shot(image, mask, visible, np.asarray(depth, dtype=np.float32).reshape(c.size, c.size))
 
 
 def generate_scene(renderer: Renderer, index: int) -> RenderedScene:
@@ -317,22 +330,22 @@ def generate_scene(renderer: Renderer, index: int) -> RenderedScene:
         scene, variant_scales = sampler.sample(rng, c.variants)
         if c.settle:
             scene = renderer.settle(scene, rng)
-        image, mask, visible = renderer.render(scene)
-        if np.any(visible < least):
+        shot = renderer.render(scene)
+        if np.any(shot.visible < least):
             continue
         shots = [renderer.render(scene.with_scales(s)) for s in variant_scales]
-        if any(np.any(v < least) for _, _, v in shots):
+        if any(np.any(s.visible < least) for s in shots):
             continue
         h = w = c.size
         return RenderedScene(
             index=index,
             scene=scene,
-            image=image,
-            mask=mask,
-            visible=visible,
+            image=shot.image,
+            mask=shot.mask,
+            visible=shot.visible,
             variant_scales=variant_scales,
-            variant_images=np.stack([s[0] for s in shots]) if shots else np.zeros((0, h, w, 3), np.uint8),
-            variant_masks=np.stack([s[1] for s in shots]) if shots else np.zeros((0, h, w), np.uint8),
+            variant_images=np.stack([s.image for s in shots]) if shots else np.zeros((0, h, w, 3), np.uint8),
+            variant_masks=np.stack([s.mask for s in shots]) if shots else np.zeros((0, h, w), np.uint8),
             redraws=redraws,
         )
     raise RuntimeError(
