@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from lse_segmentation import data as data_mod
 from lse_segmentation.cli import APP, main
 from lse_segmentation.data import SegmentationDataset, prepare_split, preview_grid, split_key

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pybullet_data
 import pytest
-
 from lse_segmentation.backgrounds import Backgrounds, background_sources, load_backgrounds, read_image
 from lse_segmentation.render import (
     MAX_CLASSES,
@@ -194,7 +193,7 @@ def test_user_background_folder(tmp_path):
     cv2.imwrite(str(tmp_path / "sky.hdr"), hdr)
     img = read_image(tmp_path / "sky.hdr")
     assert img.dtype == np.uint8 and img.shape == (20, 40, 3) and img.max() > img.min()
-    with pytest.raises(FileNotFoundError, match="data.backgrounds"):
+    with pytest.raises(FileNotFoundError, match=r"data\.backgrounds"):
         background_sources(tmp_path / "missing")
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -204,6 +204,8 @@ class Renderer:
             self.backgrounds = load_backgrounds(self.config.backgrounds, size=self.config.size)
         self._client = p.connect(p.DIRECT)
         self._physics: int | None = None
+        self._shapes: dict[int, tuple[int, int]] = {}
+        self._bodies: list[int] = []
         self._root = Path(pybullet_data.getDataPath())
         c = self.config
         self._view = p.computeViewMatrix([0, 0, 0], [0, 1, 0], [0, 0, 1], physicsClientId=self._client)
@@ -231,19 +233,26 @@ class Renderer:
 
     def _load(self, label: int, client: int) -> tuple[int, np.ndarray]:
         """Load class ``label`` normalised to a unit bounding sphere; its body id and the offset of its
-        bounding-box centre from the base frame (in the base frame)."""
+        bounding-box centre from the base frame (in the base frame). The render client keeps the parsed
+        meshes between scenes (pybullet's graphics-shape cache, and the shapes of bare meshes)."""
         cls = self.classes[label - 1]
         path = str(self._root / cls.path)
         if cls.kind == "urdf":
-            body = p.loadURDF(path, globalScaling=cls.scale, physicsClientId=client)
+            flags = p.URDF_ENABLE_CACHED_GRAPHICS_SHAPES if client == self._client else 0
+            body = p.loadURDF(path, globalScaling=cls.scale, flags=flags, physicsClientId=client)
         else:
-            vis = p.createVisualShape(
-                p.GEOM_MESH, fileName=path, meshScale=[cls.scale] * 3, physicsClientId=client
-            )
-            col = p.createCollisionShape(
-                p.GEOM_MESH, fileName=path, meshScale=[cls.scale] * 3, physicsClientId=client
-            )
-            body = p.createMultiBody(0.1, col, vis, physicsClientId=client)
+            shapes = self._shapes.get(label) if client == self._client else None
+            if shapes is None:
+                scale = [cls.scale] * 3
+                shapes = (
+                    p.createCollisionShape(
+                        p.GEOM_MESH, fileName=path, meshScale=scale, physicsClientId=client
+                    ),
+                    p.createVisualShape(p.GEOM_MESH, fileName=path, meshScale=scale, physicsClientId=client),
+                )
+                if client == self._client:
+                    self._shapes[label] = shapes
+            body = p.createMultiBody(0.1, *shapes, physicsClientId=client)
         pos, orn = p.getBasePositionAndOrientation(body, physicsClientId=client)
         low, high = p.getAABB(body, physicsClientId=client)
         centre = (np.asarray(low) + np.asarray(high)) / 2 - np.asarray(pos)
@@ -283,8 +292,9 @@ class Renderer:
     def render(self, scene: Scene) -> Shot:
         """Render ``scene`` over its background (image, mask, visible pixels per object, depth buffer)."""
         c, client = self.config, self._client
-        p.resetSimulation(physicsClientId=client)
-        bodies = []
+        for body in self._bodies:
+            p.removeBody(body, physicsClientId=client)
+        self._bodies = bodies = []
         for label, center, scale, q in zip(
             scene.classes, scene.centers, scene.scales, scene.orientations, strict=True
         ):
