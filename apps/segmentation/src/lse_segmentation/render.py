@@ -68,6 +68,7 @@ class ObjectClass:
         kind: ``urdf`` (loaded with ``loadURDF``) or ``obj`` (a bare Wavefront mesh).
         path: the file, relative to ``pybullet_data``.
         scale: the factor that scales the mesh's bounding sphere to radius 1.
+        rgba: the colour of a bare mesh (its material's), or ``None``.
     """
 
     id: int
@@ -75,12 +76,15 @@ class ObjectClass:
     kind: str
     path: str
     scale: float
+    rgba: tuple[float, float, float, float] | None = None
 
 
 @lru_cache(maxsize=1)
 def _all_classes() -> tuple[ObjectClass, ...]:
     doc = json.loads(resources.files("lse_segmentation").joinpath("classes.json").read_text())
-    return tuple(ObjectClass(**c) for c in doc["classes"])
+    return tuple(
+        ObjectClass(**{**c, "rgba": tuple(c["rgba"]) if "rgba" in c else None}) for c in doc["classes"]
+    )
 
 
 MAX_CLASSES = 100
@@ -248,7 +252,13 @@ class Renderer:
                     p.createCollisionShape(
                         p.GEOM_MESH, fileName=path, meshScale=scale, physicsClientId=client
                     ),
-                    p.createVisualShape(p.GEOM_MESH, fileName=path, meshScale=scale, physicsClientId=client),
+                    p.createVisualShape(
+                        p.GEOM_MESH,
+                        fileName=path,
+                        meshScale=scale,
+                        rgbaColor=list(cls.rgba) if cls.rgba else None,
+                        physicsClientId=client,
+                    ),
                 )
                 if client == self._client:
                     self._shapes[label] = shapes
