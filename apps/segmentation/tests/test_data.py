@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 from lse_segmentation import data as data_mod
-from lse_segmentation.cli import APP, main
+from lse_segmentation.cli import main
 from lse_segmentation.data import SegmentationDataset, prepare_split, preview_grid, split_key
 from lse_segmentation.options import SMALL_DATA, SegData
 
@@ -150,18 +150,18 @@ def test_defaults_are_the_paper_and_small_preset_is_the_cpu_config():
         100,
         2,
     )
-    cpu = yaml.safe_load((CONFIGS / "cpu" / "data.yaml").read_text())["data"]
+    cpu = yaml.safe_load((CONFIGS / "cpu" / "data.yaml").read_text())
     assert cpu == SMALL_DATA
     assert SegData.small().size == 64 and SegData.small(size=32).size == 32
     with pytest.raises(TypeError, match="nope"):
         SegData.small(nope=1)
-    paper = APP.load("data", CONFIGS / "paper" / "data.yaml")
-    assert paper.data == SegData(dir="runs/segmentation/data")
+    paper = yaml.safe_load((CONFIGS / "paper" / "data.yaml").read_text())
+    assert SegData(**{**paper, "scale_range": tuple(paper["scale_range"])}) == SegData()
 
 
 def test_data_command(tmp_path, capsys):
     preview = tmp_path / "preview.png"
-    args = ["data", "--config", str(CONFIGS / "cpu" / "data.yaml"), "--data.dir", str(tmp_path / "d")]
+    args = ["data", "--data", str(CONFIGS / "cpu" / "data.yaml"), "--data.dir", str(tmp_path / "d")]
     args += ["--data.size", "32", "--data.train_size", "4", "--data.val_size", "0", "--data.test_size", "3"]
     args += ["--data.workers", "1", "--runtime.progress", "false", "--preview", str(preview)]
     assert main(args) == 0
