@@ -287,7 +287,8 @@ class Renderer:
             for _ in range(SETTLE_STEPS):
                 p.stepSimulation(physicsClientId=client)
             _, rest = p.getBasePositionAndOrientation(body, physicsClientId=client)
-            tilt_q = p.getQuaternionFromEuler([-math.radians(float(tilt)), 0, 0])
+            # a rotation about x by +tilt turns the up axis towards the camera (-y): seen from above
+            tilt_q = p.getQuaternionFromEuler([math.radians(float(tilt)), 0, 0])
             orientations.append(p.multiplyTransforms([0, 0, 0], tilt_q, [0, 0, 0], rest)[1])
         return Scene(**{**scene.__dict__, "orientations": np.asarray(orientations, dtype=np.float64)})
 
