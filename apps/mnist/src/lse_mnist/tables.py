@@ -24,7 +24,14 @@ from .options import METHODS
 
 __all__ = ["PAPER_TABLE2", "PAPER_TABLE3", "aggregate", "markdown_tables"]
 
-NAMES = {"aug": "Aug", "canon": "Canon", "invl": "InvL", "optim": "Optim", "dec": "DEC (ours)"}
+NAMES = {
+    "aug": "Aug",
+    "canon": "Canon",
+    "invl": "InvL",
+    "optim": "Optim",
+    "dec": "DEC (ours)",
+    "stn": "STN (H once)",
+}
 
 PAPER_TABLE2 = {  # Acc (%), InvE (x 1e-2), from the paper's Table 2
     "ResNet": {"aug": (93.09, 13.71), "canon": (94.22, 13.84), "invl": (93.67, 13.47), "dec": (96.09, 6.13)},

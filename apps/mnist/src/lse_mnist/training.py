@@ -3,13 +3,13 @@
 The objective of each method (the batch is ``x`` in ``[0, 1]`` and labels ``y``), from
 `lse_common.objectives`:
 
-- ``aug``, ``canon``, ``optim``, ``dec``: cross-entropy on the batch warped by a random monotone scaling with
-  probability ``aug.p`` per image (``aug.enabled false`` turns it off);
+- ``aug``, ``canon``, ``optim``, ``dec``, ``stn``: cross-entropy on the batch warped by a random monotone
+  scaling with probability ``aug.p`` per image (``aug.enabled false`` turns it off);
 - ``invl``: eq. 25, the clean batch and the batch warped by ``Phi ~ Omega`` (in ``aug.direction``) in one
   pass, mean cross-entropy of both halves plus ``train.invl_weight`` times the squared-L2 invariance error
   of their softmax outputs;
-- ``canon``, ``optim``, ``dec`` with ``train.consistency_weight > 0``: the same paired objective with that
-  weight, the canonicalizer seeing both halves (``invl`` is then the control without the canonicalizer).
+- ``canon``, ``optim``, ``dec``, ``stn`` with ``train.consistency_weight > 0``: the same paired objective with
+  that weight, the canonicalizer seeing both halves (``invl`` is then the control without the canonicalizer).
   The paper's and the authors' "Ours" is trained on cross-entropy alone (consistency weight 0).
 
 Everything else is `lse_common.training.run_training`: the run folder, timm's optimizer over the backbone
@@ -35,7 +35,7 @@ from lse_common.training import TrainingJob, run_training
 
 from .data import SceneDataset, prepare_data_split
 from .models import build_model, check_head_layout
-from .options import default_run_dir
+from .options import CANONICALIZING, default_run_dir
 
 __all__ = ["make_step_fn", "train", "validation_fn"]
 
@@ -49,7 +49,7 @@ def _prepare(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def make_step_fn(method: str, train: TrainOptions, aug: AugmentOptions):
     """The training step of ``method`` (see the module docstring)."""
-    adapted = method in ("canon", "optim", "dec")
+    adapted = method in CANONICALIZING
     weight = train.invl_weight if method == "invl" else train.consistency_weight
     if method == "invl" or (adapted and weight > 0):
         return paired_step(
@@ -119,5 +119,5 @@ def train(cfg: Any) -> dict:
         eval_fn=lambda val_set, device: validation_fn(val_set, max(128, 2 * opts.batch_size), device),
         description=f"{method} on {model.backbone}, {size[1]}x{size[0]} scenes",
     )
-    adapted = method in ("canon", "optim", "dec")
+    adapted = method in CANONICALIZING
     return run_training(job, train=opts, runtime=cfg.runtime, canon=canon if adapted else None)

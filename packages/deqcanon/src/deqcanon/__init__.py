@@ -3,7 +3,8 @@
 A canonicalizer maps an input $I$ to a group element $\\tilde g = h(I)$ and returns the canonical
 form $S^{-1}(I; \\tilde g)$ (eqs. 5-7). `DEQCanonicalizer` predicts the element as the fixed point
 $\\Phi^* = H(S^{-1}(I; \\Phi^*))$ of a learned map (eqs. 14-16), solved with torchdeq's solvers and
-trained by implicit differentiation; `DiscreteCanonicalizer` and `OptimCanonicalizer` are the paper's
+trained by implicit differentiation; `SpatialTransformerCanonicalizer` is its ablation without the
+equilibrium (the same $H$ applied once); `DiscreteCanonicalizer` and `OptimCanonicalizer` are the paper's
 energy-based baselines. Every canonicalizer works for any group implementing `Group`;
 `MonotoneScaleGroup` (local scaling, on monowarp) and `GlobalScaleGroup` are provided.
 
@@ -16,7 +17,7 @@ Examples:
     (torch.Size([2, 40]), torch.Size([2, 3, 64, 48]))
 """
 
-from .base import Canonicalizer
+from .base import Canonicalizer, ParamNetCanonicalizer
 from .baselines import DiscreteCanonicalizer, EnergyNet, OptimCanonicalizer
 from .config import BackwardConfig, SolveConfig
 from .deq import DEQCanonicalizer
@@ -33,6 +34,7 @@ from .registry import (
 )
 from .result import CanonicalizationResult, SolverInfo
 from .solver import FixedPointSolution, get_solver, register_solver, solve_fixed_point, solver_names
+from .stn import SpatialTransformerCanonicalizer, stn_canonicalize
 
 __all__ = [
     "BackwardConfig",
@@ -48,9 +50,11 @@ __all__ = [
     "MonotoneScaleGroup",
     "OptimCanonicalizer",
     "ParamNet",
+    "ParamNetCanonicalizer",
     "ResidualBlock",
     "SolveConfig",
     "SolverInfo",
+    "SpatialTransformerCanonicalizer",
     "bounded_slope_range",
     "canonicalizer_factory",
     "canonicalizer_names",
@@ -63,6 +67,7 @@ __all__ = [
     "register_solver",
     "solve_fixed_point",
     "solver_names",
+    "stn_canonicalize",
     "warp_stats",
 ]
 

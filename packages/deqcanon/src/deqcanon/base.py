@@ -12,14 +12,17 @@ the group acts in normalised coordinates, so the sizes may differ.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
-from ._utils import check_tensor, detach_norm_weights
+from ._utils import check_choice, check_tensor, detach_norm_weights
 from .groups import Group
+from .param_net import ParamNet
 from .result import CanonicalizationResult
 
-__all__ = ["Canonicalizer"]
+__all__ = ["Canonicalizer", "ParamNetCanonicalizer"]
 
 
 class Canonicalizer(nn.Module):
@@ -70,3 +73,61 @@ class Canonicalizer(nn.Module):
         # torchdeq's normalised weights are non-leaf tensors: detach them so deepcopy/pickle work.
         detach_norm_weights(self)
         return super().__getstate__()
+
+
+class ParamNetCanonicalizer(Canonicalizer):
+    """Base class of the canonicalizers that predict the element with a parameter network $H$.
+
+    Args:
+        group: the group (`deqcanon.Group`).
+        param_net: $H$, mapping an input `(B, C, H, W)` to parameters `(B, *group.param_shape)`. Default:
+            `ParamNet(group, in_channels)`. If it has a `view(x)` method (as `ParamNet` does), $H$ reads
+            that view of the input.
+        in_channels: input channels of the default `ParamNet` (default 3); not allowed with `param_net`.
+        eval_backward: `"same"`: in eval mode, build the same graph as in training whenever autograd is
+            enabled and something requires grad; `"detach"`: eval results never carry gradients.
+        on_nonfinite: `"identity"`: samples with non-finite parameters become the identity (and the batch
+            is detached from $H$); `"raise"`: raise `FloatingPointError`.
+
+    Raises:
+        TypeError, ValueError: invalid options.
+    """
+
+    def __init__(
+        self,
+        group: Group,
+        param_net: nn.Module | None = None,
+        *,
+        in_channels: int | None = None,
+        eval_backward: Literal["same", "detach"] = "same",
+        on_nonfinite: Literal["identity", "raise"] = "identity",
+    ) -> None:
+        super().__init__(group)
+        if param_net is None:
+            param_net = ParamNet(group, 3 if in_channels is None else in_channels)
+        elif in_channels is not None:
+            raise ValueError("in_channels configures the default ParamNet; do not pass it with param_net")
+        if not isinstance(param_net, nn.Module):
+            raise TypeError(f"param_net must be an nn.Module, got {type(param_net).__name__}")
+        check_choice(eval_backward, "eval_backward", ("same", "detach"))
+        check_choice(on_nonfinite, "on_nonfinite", ("identity", "raise"))
+        self.param_net = param_net
+        self.eval_backward = eval_backward
+        self.on_nonfinite = on_nonfinite
+
+    def _view(self, src: torch.Tensor) -> torch.Tensor:
+        """The input as $H$ reads it (`param_net.view`, when it has one)."""
+        from torchdeq.norm import reset_norm
+
+        # torchdeq's weight/spectral norm: recompute the normalised weights once per forward.
+        reset_norm(self.param_net)
+        view = getattr(self.param_net, "view", None)
+        return view(src) if callable(view) else src
+
+    def _builds_graph(self, src: torch.Tensor) -> bool:
+        """Whether this forward builds a differentiable graph (see `eval_backward`)."""
+        if not torch.is_grad_enabled():
+            return False
+        if not self.training and self.eval_backward == "detach":
+            return False
+        return src.requires_grad or any(p.requires_grad for p in self.param_net.parameters())

@@ -37,18 +37,17 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._utils import check_choice, check_option
-from .base import Canonicalizer
+from ._utils import check_option
+from .base import ParamNetCanonicalizer
 from .config import BackwardConfig, SolveConfig
 from .functional import deq_canonicalize, deq_map, find_fixed_point
 from .groups import Group
-from .param_net import ParamNet
 from .result import CanonicalizationResult
 
 __all__ = ["DEQCanonicalizer"]
 
 
-class DEQCanonicalizer(Canonicalizer):
+class DEQCanonicalizer(ParamNetCanonicalizer):
     """Deep equilibrium canonicalizer: $\\Phi^* = H(S^{-1}(I; \\Phi^*))$, solved with torchdeq's solvers.
 
     Args:
@@ -102,29 +101,19 @@ class DEQCanonicalizer(Canonicalizer):
         eval_backward: Literal["same", "detach"] = "same",
         on_nonfinite: Literal["identity", "raise"] = "identity",
     ) -> None:
-        super().__init__(group)
-        if param_net is None:
-            param_net = ParamNet(group, 3 if in_channels is None else in_channels)
-        elif in_channels is not None:
-            raise ValueError("in_channels configures the default ParamNet; do not pass it with param_net")
-        if not isinstance(param_net, nn.Module):
-            raise TypeError(f"param_net must be an nn.Module, got {type(param_net).__name__}")
-        self.param_net = param_net
-
+        super().__init__(
+            group, param_net, in_channels=in_channels, eval_backward=eval_backward, on_nonfinite=on_nonfinite
+        )
         solve = SolveConfig() if solve is None else solve
         if not isinstance(solve, SolveConfig):
             raise TypeError(f"solve must be a SolveConfig, got {type(solve).__name__}")
         check_option(jac_reg_weight, "jac_reg_weight", kind=(int, float), low=0.0)
         check_option(jac_reg_vectors, "jac_reg_vectors", kind=int, low=1)
-        check_choice(eval_backward, "eval_backward", ("same", "detach"))
-        check_choice(on_nonfinite, "on_nonfinite", ("identity", "raise"))
 
         self.solve = solve
         self.backward = BackwardConfig.of(backward)
         self.jac_reg_weight = float(jac_reg_weight)
         self.jac_reg_vectors = jac_reg_vectors
-        self.eval_backward = eval_backward
-        self.on_nonfinite = on_nonfinite
 
     def extra_repr(self) -> str:
         return f"solve={self.solve!r}, backward={self.backward!r}, jac_reg_weight={self.jac_reg_weight}"
@@ -191,19 +180,3 @@ class DEQCanonicalizer(Canonicalizer):
             z = sol.z.detach().requires_grad_(True)
             _, radius = power_method(f(z), z, n_iters=n_iters)
         return radius.detach()
-
-    # ----------------------------------------------------------------------------------------- helpers
-    def _view(self, src: torch.Tensor) -> torch.Tensor:
-        from torchdeq.norm import reset_norm
-
-        # torchdeq's weight/spectral norm: recompute the normalised weights once per forward.
-        reset_norm(self.param_net)
-        view = getattr(self.param_net, "view", None)
-        return view(src) if callable(view) else src
-
-    def _builds_graph(self, src: torch.Tensor) -> bool:
-        if not torch.is_grad_enabled():
-            return False
-        if not self.training and self.eval_backward == "detach":
-            return False
-        return src.requires_grad or any(p.requires_grad for p in self.param_net.parameters())

@@ -25,7 +25,7 @@ from .groups import Group, warp_stats
 from .result import CanonicalizationResult, SolverInfo
 from .solver import FixedPointSolution, solve_fixed_point
 
-__all__ = ["deq_canonicalize", "deq_map", "find_fixed_point", "solver_info"]
+__all__ = ["deq_canonicalize", "deq_map", "find_fixed_point", "finish_canonicalization", "solver_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +196,44 @@ def deq_canonicalize(
         finite = finite & _finite_rows(fz) & _finite_rows(params)
     info = solver_info(sol, z_star, fz, tol=config.tol, stop_mode=config.stop_mode, finite=finite)
     record.info = info
+    return finish_canonicalization(
+        x, group, params, info, on_nonfinite=on_nonfinite, residual=residual, jacobian_loss=jacobian_loss
+    )
+
+
+def finish_canonicalization(
+    x: torch.Tensor,
+    group: Group,
+    params: torch.Tensor,
+    info: SolverInfo,
+    *,
+    on_nonfinite: Literal["identity", "raise"] = "identity",
+    residual: torch.Tensor | None = None,
+    jacobian_loss: torch.Tensor | None = None,
+) -> CanonicalizationResult:
+    """The result of a predicted element: the non-finite fallback, the warp statistics, the canonical input.
+
+    Shared by every canonicalizer that predicts `params` with a parameter network (the DEC's fixed point,
+    the spatial transformer's single application).
+
+    Args:
+        x: the tensor to canonicalize `(B, C, H, W)`.
+        group: the group acting on `x`.
+        params: the predicted parameters `(B, *group.param_shape)`.
+        info: the statistics of the prediction; `info.finite` `(B,)` marks the usable samples, and the warp
+            statistics (`param_distance`, `log_slope_mean`, `log_slope_max`) are filled in here.
+        on_nonfinite: `"identity"`: samples not in `info.finite` become the identity and the batch's
+            parameters are detached from $H$ (a NaN sample would otherwise put NaN into every weight
+            gradient); `"raise"`: raise `FloatingPointError`.
+        residual: passed on to the result (dropped when a sample is not finite).
+        jacobian_loss: passed on to the result (dropped when a sample is not finite).
+
+    Returns:
+        `CanonicalizationResult` with `canonical` = `group.act_inverse(x, params)`.
+
+    Raises:
+        FloatingPointError: non-finite parameters with `on_nonfinite="raise"`.
+    """
     if not bool(info.finite.all()):
         bad = (~info.finite).nonzero().flatten().tolist()
         if on_nonfinite == "raise":
@@ -207,6 +245,7 @@ def deq_canonicalize(
         )
         # Backpropagating through the graph of a NaN sample would put NaN into every weight gradient
         # (0 * NaN), so the whole batch is detached from H; the canonical input stays differentiable in x.
+        z0 = group.identity_params(params.shape[0], device=params.device, dtype=params.dtype)
         params = torch.where(_expand(info.finite, params), params, z0).detach()
         residual = jacobian_loss = None
     stats = warp_stats(group, params)

@@ -14,6 +14,9 @@ registry maps the name to a builder `builder(group, in_channels, **options) -> n
   0.75), `sample_kwargs`, `temperature`, `seed`, `identity_bias` (default 1.0).
 - `"optim"`: `OptimCanonicalizer` (the paper's Optim, eq. 7) with an `EnergyNet`; options: `width`,
   `view_size`, `steps`, `step_size`, `optimizer`, `betas`, `eps`, `tol`, `stop_mode`.
+- `"stn"`: `SpatialTransformerCanonicalizer`, the DEC's ablation without the equilibrium ($H$ applied
+  once); the same `ParamNet` options as `"dec"` and the keywords of `SpatialTransformerCanonicalizer`
+  (`tol`, `stop_mode`, `measure_residual`, `eval_backward`, `on_nonfinite`).
 
 The options a builder accepts are read from its signature (or given to `register_canonicalizer`),
 and an unknown option is an error that names it: nothing is silently ignored.
@@ -36,6 +39,7 @@ from .config import BACKWARD_OPTIONS, SOLVE_OPTIONS, configs_from_flat
 from .deq import DEQCanonicalizer
 from .groups import Group, MonotoneScaleGroup
 from .param_net import ParamNet
+from .stn import SpatialTransformerCanonicalizer
 
 __all__ = [
     "CanonicalizerEntry",
@@ -129,8 +133,8 @@ def canonicalizer_names() -> tuple[str, ...]:
     """Names of the registered canonicalizers, in registration order (the built-ins first).
 
     Examples:
-        >>> canonicalizer_names()[:3]
-        ('dec', 'canon', 'optim')
+        >>> canonicalizer_names()[:4]
+        ('dec', 'canon', 'optim', 'stn')
     """
     return tuple(_REGISTRY)
 
@@ -141,7 +145,8 @@ def create_canonicalizer(
     """Build the canonicalizer registered as `name`.
 
     Args:
-        name: a registered name (`canonicalizer_names()`): `"dec"`, `"canon"`, `"optim"` or a user's.
+        name: a registered name (`canonicalizer_names()`): `"dec"`, `"canon"`, `"optim"`, `"stn"` or a
+            user's.
         group: the group it acts with; default `MonotoneScaleGroup(grid=(4, 4))` (the knot grid is
             chosen through the group, e.g. `MonotoneScaleGroup(grid=(3, 3))`).
         in_channels: channels of the tensors it reads `(B, in_channels, H, W)`.
@@ -237,10 +242,16 @@ _DEC_OPTIONS = (
 )
 
 
-@register_canonicalizer(
-    "dec", options=("widths", "view_size", "weight_norm", "head", "temperature", "init_scale", *_DEC_OPTIONS)
+# The options of H (`ParamNet`) that "dec" and "stn" share: the ablation runs with the DEC's network.
+_PARAM_NET_OPTIONS = ("widths", "view_size", "weight_norm", "head", "temperature", "init_scale")
+_STN_OPTIONS = tuple(
+    p.name
+    for p in inspect.signature(SpatialTransformerCanonicalizer.__init__).parameters.values()
+    if p.kind is p.KEYWORD_ONLY and p.name != "in_channels"
 )
-def _dec(
+
+
+def _param_net(
     group: Group,
     in_channels: int,
     *,
@@ -250,9 +261,8 @@ def _dec(
     head: str = "identity_init",
     temperature: float | None = None,
     init_scale: float | None = None,
-    **kwargs: Any,
-) -> nn.Module:
-    net = ParamNet(
+) -> ParamNet:
+    return ParamNet(
         group,
         in_channels,
         widths=tuple(widths),
@@ -262,8 +272,20 @@ def _dec(
         temperature=temperature,
         init_scale=init_scale,
     )
-    solve, backward, rest = configs_from_flat(kwargs)
-    return DEQCanonicalizer(group, net, solve=solve, backward=backward, **rest)
+
+
+def _split_param_net_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    net = {k: v for k, v in kwargs.items() if k in _PARAM_NET_OPTIONS}
+    return net, {k: v for k, v in kwargs.items() if k not in _PARAM_NET_OPTIONS}
+
+
+@register_canonicalizer("dec", options=(*_PARAM_NET_OPTIONS, *_DEC_OPTIONS))
+def _dec(group: Group, in_channels: int, **kwargs: Any) -> nn.Module:
+    net_options, rest = _split_param_net_options(kwargs)
+    solve, backward, rest = configs_from_flat(rest)
+    return DEQCanonicalizer(
+        group, _param_net(group, in_channels, **net_options), solve=solve, backward=backward, **rest
+    )
 
 
 @register_canonicalizer("canon")
@@ -325,3 +347,9 @@ def _optim(
         tol=tol,
         stop_mode=stop_mode,
     )
+
+
+@register_canonicalizer("stn", options=(*_PARAM_NET_OPTIONS, *_STN_OPTIONS))
+def _stn(group: Group, in_channels: int, **kwargs: Any) -> nn.Module:
+    net_options, rest = _split_param_net_options(kwargs)
+    return SpatialTransformerCanonicalizer(group, _param_net(group, in_channels, **net_options), **rest)
