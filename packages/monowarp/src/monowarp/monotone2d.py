@@ -57,7 +57,11 @@ from ._utils import (
 )
 from .group import ScalingMap
 
-__all__ = ["MonotoneScale"]
+__all__ = ["INVERTIBILITY_MARGIN", "MonotoneScale"]
+
+#: Relative margin $\rho$ of the invertibility condition that `MonotoneScale.from_params` enforces: at every
+#: cell corner the Jacobian determinant is at least $\rho$ times the product of the axis slopes.
+INVERTIBILITY_MARGIN = 0.1
 
 
 # ============================================================================================ MonotoneScale
@@ -163,7 +167,36 @@ class MonotoneScale(ScalingMap):
         b = params.shape[0]
         zx = params[:, : (m + 1) * n].reshape(b, m + 1, n)
         zy = params[:, (m + 1) * n :].reshape(b, n + 1, m)
-        return cls(knots_from_logits(zx), knots_from_logits(zy), validate=False)
+        kx, ky = _shrink_to_invertible(knots_from_logits(zx), knots_from_logits(zy), INVERTIBILITY_MARGIN)
+        return cls(kx, ky, validate=False)
+
+    def shrink_to_invertible(self, margin: float = INVERTIBILITY_MARGIN) -> MonotoneScale:
+        r"""This element made invertible by shrinking its rows and columns toward their mean functions.
+
+        Every element that satisfies the corner condition $X_v Y_u \le (1 - \rho) X_u Y_v$ (see the module
+        docstring; $\rho$ = ``margin``) is kept as is; the others get the deviations of their row functions
+        from the mean row function, and of their column functions from the mean column function, scaled by
+        the largest factor $t < 1$ that satisfies it. Differentiable (piecewise smooth) in the knots,
+        vectorised, idempotent up to rounding. `from_params` applies it with `INVERTIBILITY_MARGIN`.
+
+        Args:
+            margin: $\rho \in [0, 1)$; 0 asks only for a non-negative corner determinant, which rounding
+                may leave at zero: keep it positive.
+
+        Raises:
+            ValueError: ``margin`` outside $[0, 1)$.
+
+        Examples:
+            >>> kx = torch.tensor([[[0.0, 0.5, 1.0], [0.0, 0.95, 1.0], [0.0, 0.5, 1.0]]])
+            >>> ky = torch.tensor([[[0.0, 0.5, 1.0], [0.0, 0.05, 1.0], [0.0, 0.5, 1.0]]])
+            >>> fold = MonotoneScale(kx, ky, validate=False)
+            >>> fold.is_invertible(), fold.shrink_to_invertible().is_invertible()
+            (tensor([False]), tensor([True]))
+        """
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+            raise ValueError(f"margin must be a number in [0, 1), got {margin!r}")
+        kx, ky = _shrink_to_invertible(self.knots_x, self.knots_y, float(margin))
+        return MonotoneScale(kx, ky, validate=False)
 
     def to_params(self) -> torch.Tensor:
         """Zero-mean logits `(B, D)` that `from_params` maps back to this element (up to rounding)."""
@@ -288,13 +321,17 @@ class MonotoneScale(ScalingMap):
         """`(B,)` bool, exact: the Jacobian determinant is positive at the four corners of every cell.
 
         The determinant is affine on each cell, so this is equivalent to positivity everywhere, which, with
-        the boundary mapped onto itself, makes the map a bijection of $[0, 1]^2$.
+        the boundary mapped onto itself, makes the map a bijection of $[0, 1]^2$. The corner determinants are
+        evaluated in float64 (except on devices without it, e.g. MPS), where they are exact to rounding
+        for knots of lower precision: a float32 evaluation can misjudge knots whose increments are near
+        the float32 resolution.
 
         Examples:
             >>> MonotoneScale.identity(3).is_invertible()
             tensor([True, True, True])
         """
-        coef = cell_coefficients(self.mesh().detach())
+        mesh = self.mesh().detach()
+        coef = cell_coefficients(mesh.to(torch.float32 if mesh.device.type == "mps" else torch.float64))
         _, e, f, g = coef.split(2, dim=-1)
         cef = cross(e, f)
         ceg = cross(e, g)
@@ -324,3 +361,89 @@ def _validate_knots(knots_x: object, knots_y: object) -> None:
             )
         if not bool(((k[..., 0].abs() <= tol) & ((k[..., -1] - 1).abs() <= tol)).all()):
             raise ValueError(f"{name} must start at 0 and end at 1 along its last axis")
+    folded = ~MonotoneScale(knots_x, knots_y, validate=False).is_invertible()
+    if bool(folded.any()):
+        raise ValueError(
+            f"knots_x and knots_y blend into a map that folds over (a non-positive Jacobian determinant) for "
+            f"batch items {folded.nonzero().flatten().tolist()}; MonotoneScale(..., validate=False)"
+            ".shrink_to_invertible() makes them invertible"
+        )
+
+
+def _shrink_factor(knots_x: torch.Tensor, knots_y: torch.Tensor, margin: float) -> torch.Tensor:
+    r"""The largest $t \in [0, 1]$ for which the shrunk element satisfies the corner condition, `(B,)`.
+
+    Shrinking every row function toward the mean row function $\bar r$ and every column function toward the
+    mean column function $\bar c$ by $t$ makes the quantities at a cell corner (see `_shrink_to_invertible`)
+    $X_u(t) = \bar a + t (a - \bar a)$, $Y_v(t) = \bar c + t (c - \bar c)$, $X_v(t) = t\,b$,
+    $Y_u(t) = t\,d$, and the condition $q(t) = (1 - \rho) X_u(t) Y_v(t) - X_v(t) Y_u(t) \ge 0$ a quadratic
+    $q_0 + q_1 t + q_2 t^2$ with $q_0 = (1 - \rho) \bar a \bar c > 0$. On $(0, 1]$, $q(t) / t^2$ is a product
+    of two positive decreasing functions minus the constant $b d$, so $q$ changes sign at most once there:
+    the condition holds exactly on $[0, t^*]$ with $t^*$ the smallest positive root
+    $2 q_0 / (\sqrt{q_1^2 - 4 q_0 q_2} - q_1)$ (no cancellation), or on all of $[0, 1]$ when there is none.
+    The factor is the minimum over all corners of all cells, clipped to 1: continuous and piecewise smooth
+    in the knots.
+    """
+    s = 1.0 - margin
+    ax = knots_x.diff(dim=-1)  # (B, M+1, N): row increments, X_u in cell units
+    cy = knots_y.diff(dim=-1)  # (B, N+1, M): column increments, Y_v
+    bx = knots_x.diff(dim=1)  # (B, M, N+1): neighbouring rows' difference, X_v
+    dy = knots_y.diff(dim=1)  # (B, N, M+1): neighbouring columns' difference, Y_u
+    # Corner (u, v) of cell (j, i), indexed [B, v, u, j, i]: X_u = ax[j + v, i], Y_v = cy[i + u, j],
+    # X_v = bx[j, i + u], Y_u = dy[i, j + v].
+    xu = torch.stack([ax[:, :-1], ax[:, 1:]], dim=1)[:, :, None]
+    yv = torch.stack([cy[:, :-1], cy[:, 1:]], dim=1).transpose(-1, -2)[:, None]
+    xv = torch.stack([bx[..., :-1], bx[..., 1:]], dim=1)[:, None]
+    yu = torch.stack([dy[..., :-1], dy[..., 1:]], dim=1).transpose(-1, -2)[:, :, None]
+    xu0 = ax.mean(dim=1)[:, None, None, None, :]  # (B, 1, 1, 1, N): the mean row's increments
+    yv0 = cy.mean(dim=1)[:, None, None, :, None]  # (B, 1, 1, M, 1): the mean column's increments
+    q0 = s * xu0 * yv0
+    q1 = s * (xu0 * (yv - yv0) + yv0 * (xu - xu0))
+    q2 = s * (xu - xu0) * (yv - yv0) - xv * yu
+    disc = q1 * q1 - 4 * q0 * q2
+    den = torch.sqrt(disc.clamp_min(torch.finfo(disc.dtype).tiny)) - q1
+    has_root = (disc >= 0) & (den > 0)
+    root = torch.where(has_root, 2 * q0 / torch.where(has_root, den, torch.ones_like(den)), 2.0)
+    return root.flatten(1).amin(dim=1).clamp(max=1.0)
+
+
+def _shrink_to_invertible(
+    knots_x: torch.Tensor, knots_y: torch.Tensor, margin: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Knots of an invertible element, with the deviations from the mean row/column functions shrunk.
+
+    Condition (sufficient for invertibility): at every corner of every knot cell, in cell units,
+
+    $$X_v\,Y_u \le (1 - \rho)\, X_u\, Y_v,$$
+
+    with $X_u > 0$ the increment of the row function along the cell edge, $Y_v > 0$ that of the column
+    function, $X_v$ the difference of the two neighbouring row functions at the corner's $x$ knot and $Y_u$
+    that of the two neighbouring column functions at its $y$ knot, and $\rho$ = ``margin``. The Jacobian
+    determinant $X_u Y_v - X_v Y_u$ is then at least $\rho X_u Y_v > 0$ at the corners, hence positive on
+    every cell (it is affine there), which with the fixed boundary makes the map a bijection.
+
+    Elements that satisfy the condition are returned unchanged (same tensors, same gradients). Others are
+    replaced by $\bar r + t (r_j - \bar r)$, $\bar c + t (c_i - \bar c)$ with the largest $t < 1$ that
+    satisfies it (`_shrink_factor`); the mean functions, the end points and the monotonicity are kept (a
+    convex combination of increasing functions). As a guard against rounding, the result is checked in its
+    own dtype with the exact test and, where that fails (only for extreme knots, e.g. increments near
+    the floor of `knots_from_logits` in float32), $t / 4$ and then $t = 0$ (the separable element
+    $(\bar r(x), \bar c(y))$, always invertible) are used. Vectorised, no host synchronisation.
+    """
+    b = knots_x.shape[0]
+    rbar = knots_x.mean(dim=1, keepdim=True)
+    cbar = knots_y.mean(dim=1, keepdim=True)
+    t = _shrink_factor(knots_x, knots_y, margin)
+    cand = torch.stack([t, 0.25 * t, torch.zeros_like(t)]).view(3, b, 1, 1)
+    keep = (t >= 1).view(b, 1, 1)
+    kx = rbar + cand * (knots_x - rbar)  # (3, B, M+1, N+1)
+    ky = cbar + cand * (knots_y - cbar)
+    kx = torch.cat([torch.where(keep, knots_x, kx[0])[None], kx[1:]])  # t = 1: the knots themselves
+    ky = torch.cat([torch.where(keep, knots_y, ky[0])[None], ky[1:]])
+    with torch.no_grad():
+        flat_x, flat_y = kx.detach().flatten(0, 1), ky.detach().flatten(0, 1)
+        ok = MonotoneScale(flat_x, flat_y, validate=False).is_invertible()
+        ok = (ok & strictly_increasing(flat_x).all(dim=1) & strictly_increasing(flat_y).all(dim=1)).view(3, b)
+        ok[2] = True  # the separable element is invertible whenever the mean functions increase
+        idx = torch.argmax(ok.to(torch.uint8), dim=0).view(1, b, 1, 1)  # the first candidate that passes
+    return kx.gather(0, idx.expand(1, *kx.shape[1:]))[0], ky.gather(0, idx.expand(1, *ky.shape[1:]))[0]
