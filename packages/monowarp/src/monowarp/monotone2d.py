@@ -163,9 +163,8 @@ class MonotoneScale(ScalingMap):
         row and column functions; equal logits (e.g. zeros) give the identity, and logits whose blend
         satisfies the condition give exactly the knots (and gradients) of the plain blend. The map is
         continuous and piecewise smooth in the parameters (a kink where the binding cell corner changes);
-        for extreme logits (near the softmax floor) where rounding defeats the closed form, a smaller factor
-        ($t/4$, then 0: the separable element of the mean functions) is taken. Vectorised, no host
-        synchronisation.
+        for extreme logits (near the softmax floor) where rounding defeats the closed form, the separable
+        element of the mean functions ($t = 0$) is taken. Vectorised, no host synchronisation.
 
         Args:
             params: `(B, D)` finite real tensor.
@@ -400,11 +399,32 @@ def _validate_knots(knots_x: object, knots_y: object) -> None:
         )
 
 
+def _corner_terms(
+    knots_x: torch.Tensor, knots_y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""The Jacobian entries at every corner of every cell in cell units, indexed ``[B, v, u, j, i]``.
+
+    At corner $(u, v)$ of cell $(j, i)$: $X_u$ = ``knots_x[j + v, i + 1] - knots_x[j + v, i]``
+    `(B, 2, 1, M, N)`, $Y_v$ = ``knots_y[i + u, j + 1] - knots_y[i + u, j]`` `(B, 1, 2, M, N)`, $X_v$ =
+    ``knots_x[j + 1, i + u] - knots_x[j, i + u]`` `(B, 1, 2, M, N)` and $Y_u$ =
+    ``knots_y[i + 1, j + v] - knots_y[i, j + v]`` `(B, 2, 1, M, N)`.
+    """
+    ax = knots_x.diff(dim=-1)  # (B, M+1, N): row increments
+    cy = knots_y.diff(dim=-1)  # (B, N+1, M): column increments
+    bx = knots_x.diff(dim=1)  # (B, M, N+1): neighbouring rows' difference
+    dy = knots_y.diff(dim=1)  # (B, N, M+1): neighbouring columns' difference
+    xu = torch.stack([ax[:, :-1], ax[:, 1:]], dim=1)[:, :, None]
+    yv = torch.stack([cy[:, :-1], cy[:, 1:]], dim=1).transpose(-1, -2)[:, None]
+    xv = torch.stack([bx[..., :-1], bx[..., 1:]], dim=1)[:, None]
+    yu = torch.stack([dy[..., :-1], dy[..., 1:]], dim=1).transpose(-1, -2)[:, :, None]
+    return xu, yv, xv, yu
+
+
 def _shrink_factor(knots_x: torch.Tensor, knots_y: torch.Tensor, margin: float) -> torch.Tensor:
     r"""The largest $t \in [0, 1]$ for which the shrunk element satisfies the corner condition, `(B,)`.
 
     Shrinking every row function toward the mean row function $\bar r$ and every column function toward the
-    mean column function $\bar c$ by $t$ makes the quantities at a cell corner (see `_shrink_to_invertible`)
+    mean column function $\bar c$ by $t$ makes the quantities at a cell corner (see `_corner_terms`)
     $X_u(t) = \bar a + t (a - \bar a)$, $Y_v(t) = \bar c + t (c - \bar c)$, $X_v(t) = t\,b$,
     $Y_u(t) = t\,d$, and the condition $q(t) = (1 - \rho) X_u(t) Y_v(t) - X_v(t) Y_u(t) \ge 0$ a quadratic
     $q_0 + q_1 t + q_2 t^2$ with $q_0 = (1 - \rho) \bar a \bar c > 0$. On $(0, 1]$, $q(t) / t^2$ is a product
@@ -415,21 +435,13 @@ def _shrink_factor(knots_x: torch.Tensor, knots_y: torch.Tensor, margin: float) 
     in the knots.
     """
     s = 1.0 - margin
-    ax = knots_x.diff(dim=-1)  # (B, M+1, N): row increments, X_u in cell units
-    cy = knots_y.diff(dim=-1)  # (B, N+1, M): column increments, Y_v
-    bx = knots_x.diff(dim=1)  # (B, M, N+1): neighbouring rows' difference, X_v
-    dy = knots_y.diff(dim=1)  # (B, N, M+1): neighbouring columns' difference, Y_u
-    # Corner (u, v) of cell (j, i), indexed [B, v, u, j, i]: X_u = ax[j + v, i], Y_v = cy[i + u, j],
-    # X_v = bx[j, i + u], Y_u = dy[i, j + v].
-    xu = torch.stack([ax[:, :-1], ax[:, 1:]], dim=1)[:, :, None]
-    yv = torch.stack([cy[:, :-1], cy[:, 1:]], dim=1).transpose(-1, -2)[:, None]
-    xv = torch.stack([bx[..., :-1], bx[..., 1:]], dim=1)[:, None]
-    yu = torch.stack([dy[..., :-1], dy[..., 1:]], dim=1).transpose(-1, -2)[:, :, None]
-    xu0 = ax.mean(dim=1)[:, None, None, None, :]  # (B, 1, 1, 1, N): the mean row's increments
-    yv0 = cy.mean(dim=1)[:, None, None, :, None]  # (B, 1, 1, M, 1): the mean column's increments
+    xu, yv, xv, yu = _corner_terms(knots_x, knots_y)
+    xu0 = knots_x.diff(dim=-1).mean(dim=1)[:, None, None, None, :]  # (B, 1, 1, 1, N): the mean row's
+    yv0 = knots_y.diff(dim=-1).mean(dim=1)[:, None, None, :, None]  # (B, 1, 1, M, 1): the mean column's
+    du, dv = xu - xu0, yv - yv0
     q0 = s * xu0 * yv0
-    q1 = s * (xu0 * (yv - yv0) + yv0 * (xu - xu0))
-    q2 = s * (xu - xu0) * (yv - yv0) - xv * yu
+    q1 = s * (xu0 * dv + yv0 * du)
+    q2 = s * du * dv - xv * yu
     disc = q1 * q1 - 4 * q0 * q2
     den = torch.sqrt(disc.clamp_min(torch.finfo(disc.dtype).tiny)) - q1
     has_root = (disc >= 0) & (den > 0)
@@ -452,28 +464,23 @@ def _shrink_to_invertible(
     determinant $X_u Y_v - X_v Y_u$ is then at least $\rho X_u Y_v > 0$ at the corners, hence positive on
     every cell (it is affine there), which with the fixed boundary makes the map a bijection.
 
-    Elements that satisfy the condition are returned unchanged (same tensors, same gradients). Others are
+    Elements that satisfy the condition are returned unchanged (same values, same gradients). Others are
     replaced by $\bar r + t (r_j - \bar r)$, $\bar c + t (c_i - \bar c)$ with the largest $t < 1$ that
     satisfies it (`_shrink_factor`); the mean functions, the end points and the monotonicity are kept (a
-    convex combination of increasing functions). As a guard against rounding, the result is checked in its
-    own dtype with the exact test and, where that fails (only for extreme knots, e.g. increments near
-    the floor of `knots_from_logits` in float32), $t / 4$ and then $t = 0$ (the separable element
-    $(\bar r(x), \bar c(y))$, always invertible) are used. Vectorised, no host synchronisation.
+    convex combination of increasing functions). As a guard against rounding, the result is checked with the
+    exact corner test in float64 and, where that fails (only for extreme knots, e.g. increments near the
+    floor of `knots_from_logits` in float32), replaced by the separable element $(\bar r(x), \bar c(y))$
+    ($t = 0$), which is invertible whenever the mean functions increase. Vectorised, no host
+    synchronisation.
     """
-    b = knots_x.shape[0]
     rbar = knots_x.mean(dim=1, keepdim=True)
     cbar = knots_y.mean(dim=1, keepdim=True)
-    t = _shrink_factor(knots_x, knots_y, margin)
-    cand = torch.stack([t, 0.25 * t, torch.zeros_like(t)]).view(3, b, 1, 1)
-    keep = (t >= 1).view(b, 1, 1)
-    kx = rbar + cand * (knots_x - rbar)  # (3, B, M+1, N+1)
-    ky = cbar + cand * (knots_y - cbar)
-    kx = torch.cat([torch.where(keep, knots_x, kx[0])[None], kx[1:]])  # t = 1: the knots themselves
-    ky = torch.cat([torch.where(keep, knots_y, ky[0])[None], ky[1:]])
+    t = _shrink_factor(knots_x, knots_y, margin).view(-1, 1, 1)
+    keep = t >= 1
+    kx = torch.where(keep, knots_x, rbar + t * (knots_x - rbar))
+    ky = torch.where(keep, knots_y, cbar + t * (knots_y - cbar))
     with torch.no_grad():
-        flat_x, flat_y = kx.detach().flatten(0, 1), ky.detach().flatten(0, 1)
-        ok = MonotoneScale(flat_x, flat_y, validate=False).is_invertible()
-        ok = (ok & strictly_increasing(flat_x).all(dim=1) & strictly_increasing(flat_y).all(dim=1)).view(3, b)
-        ok[2] = True  # the separable element is invertible whenever the mean functions increase
-        idx = torch.argmax(ok.to(torch.uint8), dim=0).view(1, b, 1, 1)  # the first candidate that passes
-    return kx.gather(0, idx.expand(1, *kx.shape[1:]))[0], ky.gather(0, idx.expand(1, *ky.shape[1:]))[0]
+        exact = torch.float32 if kx.device.type == "mps" else torch.float64  # MPS has no float64
+        xu, yv, xv, yu = _corner_terms(kx.detach().to(exact), ky.detach().to(exact))
+        ok = ((xu * yv - xv * yu > 0) & (xu > 0) & (yv > 0)).flatten(1).all(dim=1).view(-1, 1, 1)
+    return torch.where(ok, kx, rbar), torch.where(ok, ky, cbar)
