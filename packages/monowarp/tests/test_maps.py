@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monowarp import InverseScaling, MonotoneScale, ScalingChain, ScalingMap, sample_monotone_scale
+from monowarp._utils import knots_from_logits
 
 
 def _tol(dtype: torch.dtype) -> float:
@@ -35,10 +36,10 @@ def _naive_forward(kx: torch.Tensor, ky: torch.Tensor, x: float, y: float) -> tu
 
 
 def _fold() -> MonotoneScale:
-    """A valid knot table (strictly increasing functions) whose blend folds over."""
+    """Strictly increasing row and column functions whose blend folds over (``from_knots`` refuses it)."""
     kx = torch.tensor([[[0.0, 0.5, 1.0], [0.0, 0.95, 1.0], [0.0, 0.5, 1.0]]])
     ky = torch.tensor([[[0.0, 0.5, 1.0], [0.0, 0.05, 1.0], [0.0, 0.5, 1.0]]])
-    return MonotoneScale.from_knots(kx, ky)
+    return MonotoneScale(kx, ky, validate=False)
 
 
 # ----------------------------------------------------------------------------------------------------- smoke
@@ -158,9 +159,11 @@ def test_params_layout(device, dtype):
     """First (M+1)*N entries are the row logits (M+1, N), then the column logits (N+1, M)."""
     n, m = 3, 2
     params = torch.zeros(1, MonotoneScale.num_params((n, m)), device=device, dtype=dtype)
-    params[0, 1 * n + 0] = 2.0  # row function j=1, interval 0 grows
-    params[0, (m + 1) * n + 2 * m + 1] = -2.0  # column function i=2, interval 1 shrinks
+    # Logits small enough for the blend to satisfy the invertibility condition: from_params keeps the knots.
+    params[0, 1 * n + 0] = 0.5  # row function j=1, interval 0 grows
+    params[0, (m + 1) * n + 2 * m + 1] = -0.5  # column function i=2, interval 1 shrinks
     g = MonotoneScale.from_params(params, grid=(n, m))
+    assert float(g.shrink_to_invertible(0.0).knots_x.sub(g.knots_x).abs().max()) == 0.0
     inc_x = g.knots_x.diff(dim=-1)[0]
     inc_y = g.knots_y.diff(dim=-1)[0]
     assert inc_x[1, 0] > inc_x[1, 1] and torch.allclose(inc_x[0], inc_x[0, :1].expand(n))
@@ -326,7 +329,11 @@ def test_is_invertible(device, dtype):
     pts = torch.rand(1, 2000, 2, device=device, dtype=dtype)
     assert float(torch.linalg.det(fold.local_scale(pts)).min()) < 0
     g2 = _random(1, (2, 2), device, dtype)
-    both = MonotoneScale(torch.cat([g2.knots_x, fold.knots_x]), torch.cat([g2.knots_y, fold.knots_y]))
+    both = MonotoneScale(
+        torch.cat([g2.knots_x, fold.knots_x]), torch.cat([g2.knots_y, fold.knots_y]), validate=False
+    )
+    with pytest.raises(ValueError, match=r"folds over .* batch items \[1\]"):
+        MonotoneScale.from_knots(both.knots_x, both.knots_y)
     assert both.is_invertible().tolist() == [True, False]
     assert both.inverse().is_invertible().tolist() == [True, False]
     assert both.compose(both).is_invertible().tolist() == [True, False]
@@ -335,7 +342,13 @@ def test_is_invertible(device, dtype):
 def test_is_invertible_matches_jacobian_sign():
     """Exactness of the corner test: positive corner determinants <=> positive determinant everywhere."""
     gen = torch.Generator().manual_seed(0)
-    g = MonotoneScale.from_params(torch.randn(64, 24, generator=gen, dtype=torch.float64) * 1.0, grid=(3, 3))
+    logits = torch.randn(64, 24, generator=gen, dtype=torch.float64)
+    # The knots of the logits without from_params' shrinking (which would make every element invertible).
+    g = MonotoneScale(
+        knots_from_logits(logits[:, :12].reshape(64, 4, 3)),
+        knots_from_logits(logits[:, 12:].reshape(64, 4, 3)),
+        validate=False,
+    )
     ok = g.is_invertible()
     assert 0 < int(ok.sum()) < 64  # both kinds present
     pts = torch.rand(64, 4000, 2, generator=gen, dtype=torch.float64)

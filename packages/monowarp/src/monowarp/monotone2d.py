@@ -26,6 +26,22 @@ Facts the implementation rests on:
   dozen element-wise operations per point (the kernel is in ``_bilinear``).
 * Gradients of the inverse with respect to the knots and the targets are those of one Newton step at the
   (detached) solution with the Jacobian held fixed, which is exactly the implicit-function-theorem gradient.
+
+Invertibility by construction. Strictly increasing row and column functions do not make the blend invertible:
+in cell units the Jacobian at a cell corner is $\begin{pmatrix} X_u & X_v \\ Y_u & Y_v \end{pmatrix}$ with
+$X_u, Y_v > 0$ the increments of the row and column functions along the cell's edges, but $X_v$ (the
+difference of two neighbouring row functions at the corner's $x$ knot) and $Y_u$ (of two neighbouring column
+functions at its $y$ knot) have any sign, and the determinant $X_u Y_v - X_v Y_u$ turns negative when
+neighbouring rows and columns differ more than their slopes allow (ordinary logits of standard deviation 0.5
+fold in most draws on a 4 x 4 grid). `MonotoneScale.from_params` therefore enforces the sufficient condition
+
+$$X_v\,Y_u \le (1 - \rho)\,X_u\,Y_v \quad \text{at the four corners of every cell}$$
+
+($\rho$ = `INVERTIBILITY_MARGIN`), which bounds the determinant below by $\rho X_u Y_v > 0$ at the corners
+and, the determinant being affine on the cell, everywhere. Elements that violate it have the deviations of
+their row functions from the mean row function and of their column functions from the mean column function
+shrunk by the largest factor $t < 1$ that satisfies it (`MonotoneScale.shrink_to_invertible`); the condition
+at a corner is a quadratic in $t$ that changes sign at most once on $(0, 1]$, so $t$ has a closed form.
 """
 
 from __future__ import annotations
@@ -57,7 +73,11 @@ from ._utils import (
 )
 from .group import ScalingMap
 
-__all__ = ["MonotoneScale"]
+__all__ = ["INVERTIBILITY_MARGIN", "MonotoneScale"]
+
+#: Relative margin $\rho$ of the invertibility condition that `MonotoneScale.from_params` enforces: at every
+#: cell corner the Jacobian determinant is at least $\rho$ times the product of the axis slopes.
+INVERTIBILITY_MARGIN = 0.1
 
 
 # ============================================================================================ MonotoneScale
@@ -78,11 +98,13 @@ class MonotoneScale(ScalingMap):
             points other than 0 and 1.
 
     Examples:
-        >>> params = 0.2 * torch.randn(2, MonotoneScale.num_params((4, 3)))
+        >>> params = 3.0 * torch.randn(2, MonotoneScale.num_params((4, 3)))  # any finite logits
         >>> g = MonotoneScale.from_params(params, grid=(4, 3))
         >>> g.knots_x.shape, g.knots_y.shape, g.grid
         (torch.Size([2, 4, 5]), torch.Size([2, 5, 4]), (4, 3))
-        >>> from monowarp import sample_monotone_scale  # invertible by construction
+        >>> g.is_invertible()                                              # invertible by construction
+        tensor([True, True])
+        >>> from monowarp import sample_monotone_scale  # invertible, with local scales in a range
         >>> g = sample_monotone_scale(2, (4, 3), generator=torch.Generator().manual_seed(0))
         >>> g.is_invertible()
         tensor([True, True])
@@ -134,8 +156,15 @@ class MonotoneScale(ScalingMap):
         $(N + 1) M$ those of the column functions, `(N+1, M)`. Per function, the shares of its intervals are a
         softmax of its logits, floored so that every share stays positive,
         $s = (\mathrm{softmax}(z) + \delta) / (1 + K \delta)$ with $\delta = 10^{-6}$, and the knots are the
-        cumulative sums of the shares with a leading 0 (the last knot is exactly 1). Any finite tensor gives
-        strictly increasing functions; equal logits (e.g. zeros) give the identity.
+        cumulative sums of the shares with a leading 0 (the last knot is exactly 1). The blend of these
+        functions can fold over; `shrink_to_invertible` with `INVERTIBILITY_MARGIN` then shrinks the rows
+        and columns toward their mean functions until the corner condition of the module docstring holds.
+        So any finite tensor gives an invertible element (`is_invertible` is true) with strictly increasing
+        row and column functions; equal logits (e.g. zeros) give the identity, and logits whose blend
+        satisfies the condition give exactly the knots (and gradients) of the plain blend. The map is
+        continuous and piecewise smooth in the parameters (a kink where the binding cell corner changes);
+        for extreme logits (near the softmax floor) where rounding defeats the closed form, the separable
+        element of the mean functions ($t = 0$) is taken. Vectorised, no host synchronisation.
 
         Args:
             params: `(B, D)` finite real tensor.
@@ -163,10 +192,43 @@ class MonotoneScale(ScalingMap):
         b = params.shape[0]
         zx = params[:, : (m + 1) * n].reshape(b, m + 1, n)
         zy = params[:, (m + 1) * n :].reshape(b, n + 1, m)
-        return cls(knots_from_logits(zx), knots_from_logits(zy), validate=False)
+        kx, ky = _shrink_to_invertible(knots_from_logits(zx), knots_from_logits(zy), INVERTIBILITY_MARGIN)
+        return cls(kx, ky, validate=False)
+
+    def shrink_to_invertible(self, margin: float = INVERTIBILITY_MARGIN) -> MonotoneScale:
+        r"""This element made invertible by shrinking its rows and columns toward their mean functions.
+
+        Every element that satisfies the corner condition $X_v Y_u \le (1 - \rho) X_u Y_v$ (see the module
+        docstring; $\rho$ = ``margin``) is kept as is; the others get the deviations of their row functions
+        from the mean row function, and of their column functions from the mean column function, scaled by
+        the largest factor $t < 1$ that satisfies it. Differentiable (piecewise smooth) in the knots,
+        vectorised, idempotent up to rounding. `from_params` applies it with `INVERTIBILITY_MARGIN`.
+
+        Args:
+            margin: $\rho \in [0, 1)$; 0 asks only for a non-negative corner determinant, which rounding
+                may leave at zero: keep it positive.
+
+        Raises:
+            ValueError: ``margin`` outside $[0, 1)$.
+
+        Examples:
+            >>> kx = torch.tensor([[[0.0, 0.5, 1.0], [0.0, 0.95, 1.0], [0.0, 0.5, 1.0]]])
+            >>> ky = torch.tensor([[[0.0, 0.5, 1.0], [0.0, 0.05, 1.0], [0.0, 0.5, 1.0]]])
+            >>> fold = MonotoneScale(kx, ky, validate=False)
+            >>> fold.is_invertible(), fold.shrink_to_invertible().is_invertible()
+            (tensor([False]), tensor([True]))
+        """
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+            raise ValueError(f"margin must be a number in [0, 1), got {margin!r}")
+        kx, ky = _shrink_to_invertible(self.knots_x, self.knots_y, float(margin))
+        return MonotoneScale(kx, ky, validate=False)
 
     def to_params(self) -> torch.Tensor:
-        """Zero-mean logits `(B, D)` that `from_params` maps back to this element (up to rounding)."""
+        """Zero-mean logits `(B, D)` that `from_params` maps back to this element (up to rounding).
+
+        Exact for elements that satisfy the invertibility condition of `from_params` (all elements it
+        builds, most sampled ones); others come back shrunk toward their mean functions.
+        """
         b = self.batch_size
         return torch.cat(
             [logits_from_knots(self.knots_x).reshape(b, -1), logits_from_knots(self.knots_y).reshape(b, -1)],
@@ -288,13 +350,17 @@ class MonotoneScale(ScalingMap):
         """`(B,)` bool, exact: the Jacobian determinant is positive at the four corners of every cell.
 
         The determinant is affine on each cell, so this is equivalent to positivity everywhere, which, with
-        the boundary mapped onto itself, makes the map a bijection of $[0, 1]^2$.
+        the boundary mapped onto itself, makes the map a bijection of $[0, 1]^2$. The corner determinants are
+        evaluated in float64 (except on devices without it, e.g. MPS), where they are exact to rounding
+        for knots of lower precision: a float32 evaluation can misjudge knots whose increments are near
+        the float32 resolution.
 
         Examples:
             >>> MonotoneScale.identity(3).is_invertible()
             tensor([True, True, True])
         """
-        coef = cell_coefficients(self.mesh().detach())
+        mesh = self.mesh().detach()
+        coef = cell_coefficients(mesh.to(torch.float32 if mesh.device.type == "mps" else torch.float64))
         _, e, f, g = coef.split(2, dim=-1)
         cef = cross(e, f)
         ceg = cross(e, g)
@@ -324,3 +390,97 @@ def _validate_knots(knots_x: object, knots_y: object) -> None:
             )
         if not bool(((k[..., 0].abs() <= tol) & ((k[..., -1] - 1).abs() <= tol)).all()):
             raise ValueError(f"{name} must start at 0 and end at 1 along its last axis")
+    folded = ~MonotoneScale(knots_x, knots_y, validate=False).is_invertible()
+    if bool(folded.any()):
+        raise ValueError(
+            f"knots_x and knots_y blend into a map that folds over (a non-positive Jacobian determinant) for "
+            f"batch items {folded.nonzero().flatten().tolist()}; MonotoneScale(..., validate=False)"
+            ".shrink_to_invertible() makes them invertible"
+        )
+
+
+def _corner_terms(
+    knots_x: torch.Tensor, knots_y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""The Jacobian entries at every corner of every cell in cell units, indexed ``[B, v, u, j, i]``.
+
+    At corner $(u, v)$ of cell $(j, i)$: $X_u$ = ``knots_x[j + v, i + 1] - knots_x[j + v, i]``
+    `(B, 2, 1, M, N)`, $Y_v$ = ``knots_y[i + u, j + 1] - knots_y[i + u, j]`` `(B, 1, 2, M, N)`, $X_v$ =
+    ``knots_x[j + 1, i + u] - knots_x[j, i + u]`` `(B, 1, 2, M, N)` and $Y_u$ =
+    ``knots_y[i + 1, j + v] - knots_y[i, j + v]`` `(B, 2, 1, M, N)`.
+    """
+    ax = knots_x.diff(dim=-1)  # (B, M+1, N): row increments
+    cy = knots_y.diff(dim=-1)  # (B, N+1, M): column increments
+    bx = knots_x.diff(dim=1)  # (B, M, N+1): neighbouring rows' difference
+    dy = knots_y.diff(dim=1)  # (B, N, M+1): neighbouring columns' difference
+    xu = torch.stack([ax[:, :-1], ax[:, 1:]], dim=1)[:, :, None]
+    yv = torch.stack([cy[:, :-1], cy[:, 1:]], dim=1).transpose(-1, -2)[:, None]
+    xv = torch.stack([bx[..., :-1], bx[..., 1:]], dim=1)[:, None]
+    yu = torch.stack([dy[..., :-1], dy[..., 1:]], dim=1).transpose(-1, -2)[:, :, None]
+    return xu, yv, xv, yu
+
+
+def _shrink_factor(knots_x: torch.Tensor, knots_y: torch.Tensor, margin: float) -> torch.Tensor:
+    r"""The largest $t \in [0, 1]$ for which the shrunk element satisfies the corner condition, `(B,)`.
+
+    Shrinking every row function toward the mean row function $\bar r$ and every column function toward the
+    mean column function $\bar c$ by $t$ makes the quantities at a cell corner (see `_corner_terms`)
+    $X_u(t) = \bar a + t (a - \bar a)$, $Y_v(t) = \bar c + t (c - \bar c)$, $X_v(t) = t\,b$,
+    $Y_u(t) = t\,d$, and the condition $q(t) = (1 - \rho) X_u(t) Y_v(t) - X_v(t) Y_u(t) \ge 0$ a quadratic
+    $q_0 + q_1 t + q_2 t^2$ with $q_0 = (1 - \rho) \bar a \bar c > 0$. On $(0, 1]$, $q(t) / t^2$ is a product
+    of two positive decreasing functions minus the constant $b d$, so $q$ changes sign at most once there:
+    the condition holds exactly on $[0, t^*]$ with $t^*$ the smallest positive root
+    $2 q_0 / (\sqrt{q_1^2 - 4 q_0 q_2} - q_1)$ (no cancellation), or on all of $[0, 1]$ when there is none.
+    The factor is the minimum over all corners of all cells, clipped to 1: continuous and piecewise smooth
+    in the knots.
+    """
+    s = 1.0 - margin
+    xu, yv, xv, yu = _corner_terms(knots_x, knots_y)
+    xu0 = knots_x.diff(dim=-1).mean(dim=1)[:, None, None, None, :]  # (B, 1, 1, 1, N): the mean row's
+    yv0 = knots_y.diff(dim=-1).mean(dim=1)[:, None, None, :, None]  # (B, 1, 1, M, 1): the mean column's
+    du, dv = xu - xu0, yv - yv0
+    q0 = s * xu0 * yv0
+    q1 = s * (xu0 * dv + yv0 * du)
+    q2 = s * du * dv - xv * yu
+    disc = q1 * q1 - 4 * q0 * q2
+    den = torch.sqrt(disc.clamp_min(torch.finfo(disc.dtype).tiny)) - q1
+    has_root = (disc >= 0) & (den > 0)
+    root = torch.where(has_root, 2 * q0 / torch.where(has_root, den, torch.ones_like(den)), 2.0)
+    return root.flatten(1).amin(dim=1).clamp(max=1.0)
+
+
+def _shrink_to_invertible(
+    knots_x: torch.Tensor, knots_y: torch.Tensor, margin: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Knots of an invertible element, with the deviations from the mean row/column functions shrunk.
+
+    Condition (sufficient for invertibility): at every corner of every knot cell, in cell units,
+
+    $$X_v\,Y_u \le (1 - \rho)\, X_u\, Y_v,$$
+
+    with $X_u > 0$ the increment of the row function along the cell edge, $Y_v > 0$ that of the column
+    function, $X_v$ the difference of the two neighbouring row functions at the corner's $x$ knot and $Y_u$
+    that of the two neighbouring column functions at its $y$ knot, and $\rho$ = ``margin``. The Jacobian
+    determinant $X_u Y_v - X_v Y_u$ is then at least $\rho X_u Y_v > 0$ at the corners, hence positive on
+    every cell (it is affine there), which with the fixed boundary makes the map a bijection.
+
+    Elements that satisfy the condition are returned unchanged (same values, same gradients). Others are
+    replaced by $\bar r + t (r_j - \bar r)$, $\bar c + t (c_i - \bar c)$ with the largest $t < 1$ that
+    satisfies it (`_shrink_factor`); the mean functions, the end points and the monotonicity are kept (a
+    convex combination of increasing functions). As a guard against rounding, the result is checked with the
+    exact corner test in float64 and, where that fails (only for extreme knots, e.g. increments near the
+    floor of `knots_from_logits` in float32), replaced by the separable element $(\bar r(x), \bar c(y))$
+    ($t = 0$), which is invertible whenever the mean functions increase. Vectorised, no host
+    synchronisation.
+    """
+    rbar = knots_x.mean(dim=1, keepdim=True)
+    cbar = knots_y.mean(dim=1, keepdim=True)
+    t = _shrink_factor(knots_x, knots_y, margin).view(-1, 1, 1)
+    keep = t >= 1
+    kx = torch.where(keep, knots_x, rbar + t * (knots_x - rbar))
+    ky = torch.where(keep, knots_y, cbar + t * (knots_y - cbar))
+    with torch.no_grad():
+        exact = torch.float32 if kx.device.type == "mps" else torch.float64  # MPS has no float64
+        xu, yv, xv, yu = _corner_terms(kx.detach().to(exact), ky.detach().to(exact))
+        ok = ((xu * yv - xv * yu > 0) & (xu > 0) & (yv > 0)).flatten(1).all(dim=1).view(-1, 1, 1)
+    return torch.where(ok, kx, rbar), torch.where(ok, ky, cbar)
