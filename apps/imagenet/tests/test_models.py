@@ -1,4 +1,4 @@
-"""Detectors, segmenters and photos: registries, geometry, given masks and boxes, U^2-Net-p when it is here."""
+"""Detectors, segmenters, photos: registries, geometry, given masks and boxes, U^2-Net-p when it is here."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from lse_imagenet.detect import class_prompt, detector_names, get_detector
 from lse_imagenet.photos import PHOTOS, available_photos, load_photo, write_photo_folder
 from lse_imagenet.segment import (
@@ -38,9 +37,9 @@ def test_geometry():
 def test_registries_name_the_valid_choices():
     assert {"u2netp", "sam", "mask"} <= set(segmenter_names())
     assert {"grounding-dino", "salient", "whole", "boxes"} <= set(detector_names())
-    with pytest.raises(ValueError, match="segmenter must be one of .*'mask'.*got 'sam2'"):
+    with pytest.raises(ValueError, match=r"segmenter must be one of .*'mask'.*got 'sam2'"):
         get_segmenter("sam2")
-    with pytest.raises(ValueError, match="detector must be one of .*'whole'.*got 'yolo'"):
+    with pytest.raises(ValueError, match=r"detector must be one of .*'whole'.*got 'yolo'"):
         get_detector("yolo")
     with pytest.raises(ValueError, match="already registered"):
         register_segmenter("mask")(object)
@@ -48,9 +47,9 @@ def test_registries_name_the_valid_choices():
 
 def test_local_weights_are_required_and_never_downloaded(tmp_path):
     pytest.importorskip("transformers")
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
         get_segmenter("sam", weights=tmp_path)
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
         get_detector("grounding-dino", weights=tmp_path)
 
 
@@ -61,7 +60,7 @@ def test_given_masks_and_boxes(tiny_folder):
     img = np.asarray(Image.open(tiny_folder.input / "class_a" / "a0.png"))
     _, expected = scene(0)
     assert np.array_equal(seg(img, None, source="class_a/a0.png"), expected)
-    with pytest.raises(FileNotFoundError, match="no mask for class_c/nomask.png"):
+    with pytest.raises(FileNotFoundError, match=r"no mask for class_c/nomask\.png"):
         seg(img, None, source="class_c/nomask.png")
     det = get_detector("boxes", boxes=tiny_folder.boxes)
     box = det(img, "anything", source="class_a/a0.png")
