@@ -16,15 +16,15 @@ import io
 from pathlib import Path
 
 import numpy as np
+from lse_imagenet.detect import get_detector
+from lse_imagenet.photos import PHOTOS, load_photo
+from lse_imagenet.segment import U2NetP, mask_quality
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
 import monowarp
-from lse_imagenet.detect import get_detector
-from lse_imagenet.photos import PHOTOS, load_photo
-from lse_imagenet.segment import U2NetP, mask_quality
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_BYTES = 300_000
@@ -56,7 +56,12 @@ def _stages(image: np.ndarray, model: U2NetP, name: str) -> dict:
     mask = model(image, box, source=name)
     background = monowarp.inpaint_background(image, mask)
     variants = monowarp.rescale_object(image, mask, list(FACTORS), background=background)
-    return {"box": box, "mask": mask, "background": background, "variants": dict(zip(FACTORS, variants))}
+    return {
+        "box": box,
+        "mask": mask,
+        "background": background,
+        "variants": dict(zip(FACTORS, variants, strict=True)),
+    }
 
 
 def fig_stages(out: Path, model: U2NetP) -> Path:
