@@ -112,3 +112,46 @@ def test_u2netp_on_a_real_photo():
     det = get_detector("salient", model=seg)
     box = det(coffee, "espresso", source="coffee")
     assert mask_quality(mask, box) == 1.0  # the salient box holds the salient mask
+
+
+class _FakeLama:
+    """Stands in for an onnxruntime session of LaMa: fills the hole with 0.25 (a model returning [0, 1])."""
+
+    def __init__(self, path, opts=None, providers=None):
+        self.feeds = []
+
+    def get_inputs(self):
+        from types import SimpleNamespace
+
+        return [
+            SimpleNamespace(name="image", shape=[1, 3, 32, 32]),
+            SimpleNamespace(name="mask", shape=[1, 1, 32, 32]),
+        ]
+
+    def run(self, outputs, feed):
+        self.feeds.append(feed)
+        return [feed["image"] * (1 - feed["mask"]) + 0.25 * feed["mask"]]
+
+
+def test_lama_onnx_inpainter_contract(tmp_path, monkeypatch):
+    import onnxruntime
+    from lse_imagenet.inpaint import LamaOnnx
+
+    import monowarp
+
+    with pytest.raises(FileNotFoundError, match="no inpainting model"):
+        LamaOnnx(tmp_path / "lama.onnx")
+    (tmp_path / "lama.onnx").write_bytes(b"stand-in")
+    monkeypatch.setattr(onnxruntime, "InferenceSession", _FakeLama)
+    lama = LamaOnnx(tmp_path / "lama.onnx")
+    assert lama.size == (32, 32)
+    img, mask = scene(3)
+    out = monowarp.rescale_object(img, mask, [0.5], inpaint=lama, dilation=1, feather=0)
+    feed = lama.session.feeds[0]
+    assert feed["image"].shape == (1, 3, 32, 32) and feed["image"].dtype == np.float32
+    assert 0.0 <= feed["image"].min() and feed["image"].max() <= 1.0
+    assert set(np.unique(feed["mask"])) == {0.0, 1.0}
+    # where the object was and is no more: the model's fill, 0.25 -> 64, up to resizing at the rim
+    cy, cx = np.argwhere(mask).mean(axis=0).round().astype(int)
+    ring = out[0, cy - 7 : cy + 8, cx + 6 : cx + 8]
+    assert abs(float(np.median(ring)) - 64) <= 2 and np.abs(ring.astype(int) - 64).max() <= 12

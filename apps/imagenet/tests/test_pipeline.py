@@ -134,7 +134,7 @@ def test_two_shards_merged_equal_one_run(tiny_folder, tmp_path, capsys):
         f"--data.boxes={tiny_folder.boxes}",
         "--data.segmenter=mask",
         f"--data.mask_dir={tiny_folder.masks}",
-        "--runtime.num_workers=2",  # worker processes
+        "--runtime.num_workers=0",
         "--runtime.progress=false",
     ]
     assert main(args) == 0
@@ -182,3 +182,81 @@ def test_bad_options_end_with_one_line(tiny_folder, tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     with pytest.raises(ValueError, match="repeats"):
         ImagenetData(factors=[0.7, 0.701])
+
+
+def test_missing_models_stop_the_run_before_any_image(tiny_folder, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="inpaint must be one of"):
+        run_pipeline(_options(tiny_folder, out, inpainter="lama2"), progress=False)
+    with pytest.raises(FileNotFoundError, match=r"data\.inpainter_weights: no ONNX model"):
+        run_pipeline(_options(tiny_folder, out, inpainter="lama", inpainter_weights=str(tmp_path / "x.onnx")))
+    with pytest.raises(FileNotFoundError, match=r"data\.mask_dir: no mask folder"):
+        run_pipeline(_options(tiny_folder, out, mask_dir=str(tmp_path / "nowhere")), progress=False)
+    assert not (out / "manifest.jsonl").exists()
+
+    # a box file that exists passes the check; its content breaks the workers' set-up
+    bad = tmp_path / "bad_boxes.json"
+    bad.write_text(json.dumps({"class_a/a0.png": [1, 2]}))
+    with pytest.raises(
+        RuntimeError, match=r"a worker could not load the models: ValueError: .*\[x0, y0, x1, y1\]"
+    ):
+        run_pipeline(_options(tiny_folder, out, boxes=str(bad)), workers=1, progress=False)
+    assert (out / "failures.jsonl").read_text() == ""  # the images are not marked as failed
+
+
+@pytest.mark.slow
+def test_resume_after_a_real_kill(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(0)
+    inp, masks = tmp_path / "input", tmp_path / "masks"
+    for k in range(24):  # 512x512 pictures: a few per second, so the kill lands mid-run
+        img = rng.integers(0, 100, (512, 512, 3), dtype=np.uint8)
+        mask = np.zeros((512, 512), np.uint8)
+        mask[150 + k : 350 + k, 180:330] = 255
+        img[mask > 0] = (40, 200, 255)
+        for root, arr in ((inp, img), (masks, mask)):
+            (root / f"c{k % 3}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(root / f"c{k % 3}" / f"i{k}.png")
+    out = tmp_path / "out"
+    data = ImagenetData(
+        input_dir=str(inp), out_dir=str(out), detector="whole", segmenter="mask", mask_dir=str(masks)
+    )
+    args = [sys.executable, "-m", "lse_imagenet", "data", f"--data.input_dir={inp}", f"--data.out_dir={out}"]
+    args += ["--data.detector=whole", "--data.segmenter=mask", f"--data.mask_dir={masks}"]
+    args += ["--runtime.num_workers=0", "--runtime.progress=false"]
+    proc = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.is_file() and len(manifest.read_text().splitlines()) >= 14:  # two images written
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {
+        json.loads(line)["image_id"] for line in manifest.read_text().splitlines() if line.endswith("}")
+    }
+    assert 2 <= len(before) < 24, "the run was not killed mid-way"
+    summary = run_pipeline(data, progress=False)
+    done_before = summary["last_run"]["skipped_as_done"]
+    assert done_before >= 2 and summary["last_run"]["processed"] == 24 - done_before
+    assert summary["done"] == 24 and len(read_manifest(out)) == 24 * 7
+
+
+@pytest.mark.slow
+def test_worker_processes_write_what_one_process_writes(tiny_folder, tmp_path):
+    one = run_pipeline(_options(tiny_folder, tmp_path / "one"), workers=0, progress=False)
+    two = run_pipeline(_options(tiny_folder, tmp_path / "two"), workers=2, progress=False)
+    assert two["last_run"]["workers"] == 2
+    assert {k: one[k] for k in ("done", "failed", "variants")} == {
+        k: two[k] for k in ("done", "failed", "variants")
+    }
+    records = read_manifest(tmp_path / "one")
+    assert records == read_manifest(tmp_path / "two")
+    for r in records:
+        assert (tmp_path / "one" / r.path).read_bytes() == (tmp_path / "two" / r.path).read_bytes()
