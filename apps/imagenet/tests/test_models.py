@@ -155,3 +155,54 @@ def test_lama_onnx_inpainter_contract(tmp_path, monkeypatch):
     cy, cx = np.argwhere(mask).mean(axis=0).round().astype(int)
     ring = out[0, cy - 7 : cy + 8, cx + 6 : cx + 8]
     assert abs(float(np.median(ring)) - 64) <= 2 and np.abs(ring.astype(int) - 64).max() <= 12
+
+
+def test_a_photo_with_its_box_from_a_package_that_does_not_import(tmp_path, monkeypatch):
+    import lse_imagenet.photos as photos
+    from PIL import Image
+
+    pkg = tmp_path / "imgaug"  # the layout of imgaug's wheel: the photo and its annotation
+    pkg.mkdir()
+    Image.fromarray(np.full((60, 80, 3), 120, np.uint8)).save(pkg / "quokka.jpg")
+    (pkg / "quokka_annotations.json").write_text(
+        json.dumps({"bounding_boxes": [{"x1": 10.0, "y1": 5.0, "x2": 50.0, "y2": 55.0, "label": "animal"}]})
+    )
+    (pkg / "__init__.py").write_text("raise ImportError('does not import under this numpy')")
+    real = photos._package_dir
+    monkeypatch.setattr(photos, "_package_dir", lambda name: pkg if name == "imgaug" else real(name))
+    quokka = next(p for p in available_photos(["quokka"]))
+    assert (quokka.label, quokka.wnid, quokka.box) == (104, "n01877812", (10.0, 5.0, 50.0, 55.0))
+    assert load_photo("quokka").shape == (60, 80, 3)
+    assert "wallaby" in quokka.note
+
+
+def test_lama_onnx_with_free_input_sizes(tmp_path, monkeypatch):
+    import onnxruntime
+    from lse_imagenet.inpaint import LamaOnnx
+
+    class Free(_FakeLama):
+        def get_inputs(self):
+            from types import SimpleNamespace
+
+            return [
+                SimpleNamespace(name="masked", shape=[1, 1, "h", "w"]),  # named mask: found by name
+                SimpleNamespace(name="img", shape=[1, 3, "h", "w"]),
+            ]
+
+        def run(self, outputs, feed):
+            self.feeds.append(feed)
+            return [feed["img"] * 255 * (1 - feed["masked"]) + 64 * feed["masked"]]  # a [0, 255] model
+
+    (tmp_path / "lama.onnx").write_bytes(b"stand-in")
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Free)
+    lama = LamaOnnx(tmp_path / "lama.onnx")
+    assert lama.size is None and (lama.image_name, lama.mask_name) == ("img", "masked")
+    img = np.random.default_rng(0).integers(0, 255, (30, 45, 3), dtype=np.uint8)
+    hole = np.zeros((30, 45), np.uint8)
+    hole[10:20, 10:30] = 255
+    out = lama(img, hole)
+    assert lama.session.feeds[0]["img"].shape == (1, 3, 32, 48)  # padded to a multiple of 8
+    assert out.shape == img.shape and np.all(out[hole > 0] == 64)
+    assert np.array_equal(out[hole == 0], img[hole == 0])
+    gray = lama(img[..., 0], hole)
+    assert gray.shape == (30, 45) and np.all(gray[hole > 0] == 64)
