@@ -149,7 +149,7 @@ def test_two_shards_merged_equal_one_run(tiny_folder, tmp_path, capsys):
     merged = tmp_path / "merged"
     with pytest.raises(ValueError, match=r"shards \[1\] of 2 are missing"):
         merge_shards(merged, [shards[0]])
-    assert main(["merge", f"--out_dir={merged}", "--inputs", json.dumps([str(p) for p in shards])]) == 0
+    assert main(["merge", f"--out_dir={merged}", "--inputs", *map(str, shards)]) == 0
     one, two = read_manifest(whole), read_manifest(merged)
     assert one == two and len(one) == 49
     for r in one:  # the same pictures, byte for byte
@@ -159,6 +159,12 @@ def test_two_shards_merged_equal_one_run(tiny_folder, tmp_path, capsys):
     keys = ("classes", "factors", "images", "done", "failed", "variants", "failures_by_reason", "settings")
     assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
     assert (whole / "failures.jsonl").read_text() == (merged / "failures.jsonl").read_text()
+    # shards that share one output folder (a shared disk) are merged in place
+    shared = tmp_path / "shared"
+    for k in range(2):
+        run_pipeline(_options(tiny_folder, shared, shard=f"{k}/2", format="jpg"), progress=False)
+    assert main(["merge", f"--out_dir={shared}"]) == 0
+    assert read_manifest(shared) == one
 
 
 def test_bad_options_end_with_one_line(tiny_folder, tmp_path, capsys):
