@@ -39,17 +39,19 @@ def test_area_grows_with_factor_squared_numpy():
     assert np.all(np.diff(ratios) > 0)
 
 
-def test_area_grows_with_factor_squared_tensor_batch():
+def test_area_grows_with_factor_squared_tensor_batch(device, dtype):
     img, mask = _scene()
     img2, mask2 = _scene(side=24, top=20, left=24, seed=1)
-    x = torch.from_numpy(np.stack([img, img2])).permute(0, 3, 1, 2).float() / 255
-    m = torch.from_numpy(np.stack([mask, mask2]))
+    x = (torch.from_numpy(np.stack([img, img2])).permute(0, 3, 1, 2) / 255).to(device, dtype)
+    m = torch.from_numpy(np.stack([mask, mask2])).to(device)
     out, masks = rescale_object(x, m, torch.tensor([0.5, 1.0, 2.0]), feather=0, return_masks=True)
     assert out.shape == (2, 3, 3, 64, 80) and masks.shape == (2, 3, 1, 64, 80)
+    assert out.dtype == dtype and out.device == x.device and masks.device == x.device
+    out, masks, m = out.cpu(), masks.cpu(), m.cpu()
     area = (out[:, :, 2] > 0.5).sum(dim=(-1, -2)).float() / m.sum(dim=(-1, -2))[:, None]
     torch.testing.assert_close(area, torch.tensor([[0.25, 1.0, 4.0]]).expand(2, 3), rtol=0.12, atol=0.0)
     torch.testing.assert_close(
-        masks.sum(dim=(-1, -2, -3)) / m.sum(dim=(-1, -2))[:, None], area, rtol=0.1, atol=0
+        (masks.sum(dim=(-1, -2, -3)) / m.sum(dim=(-1, -2))[:, None]).float(), area, rtol=0.1, atol=0
     )
 
 
