@@ -146,7 +146,7 @@ class ImagenetData:
     saliency_threshold: float = 0.5
     min_mask_quality: float = 0.8
     min_mask_area: float = 0.001
-    inpainter: str = "telea"
+    inpainter: Literal["telea", "ns", "lama"] = "telea"
     inpainter_weights: str | None = None
     dilation: NonNegativeInt | None = None
     feather: float | None = None
@@ -315,17 +315,22 @@ class _Context:
             self.detector = get_detector("boxes", boxes=d.boxes)
         else:
             self.detector = get_detector("whole")
-        self.inpaint = _inpainter(d)
+        self.inpaint = _inpainter(d, self.device)
         return self
 
 
-def _inpainter(data: ImagenetData) -> Any:
+def _inpainter(data: ImagenetData, device: str | None) -> Any:
     import monowarp
 
     if data.inpainter == "lama":
+        import onnxruntime as ort
+
         from .inpaint import LamaOnnx
 
-        return LamaOnnx(str(data.inpainter_weights))
+        providers = ["CPUExecutionProvider"]
+        if (device or "").startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")  # onnxruntime-gpu is installed
+        return LamaOnnx(str(data.inpainter_weights), providers=providers)
     return monowarp.get_inpainter(data.inpainter)
 
 
