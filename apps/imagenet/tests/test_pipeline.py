@@ -265,3 +265,37 @@ def test_worker_processes_write_what_one_process_writes(tiny_folder, tmp_path):
     assert records == read_manifest(tmp_path / "two")
     for r in records:
         assert (tmp_path / "one" / r.path).read_bytes() == (tmp_path / "two" / r.path).read_bytes()
+
+
+def test_a_learned_inpainter_plugs_in(tiny_folder, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import onnxruntime
+
+    class GreyLama:  # stands in for an onnxruntime session of LaMa: fills the hole with mid-grey
+        def __init__(self, path, opts=None, providers=None):
+            pass
+
+        def get_inputs(self):
+            return [
+                SimpleNamespace(name="image", shape=[1, 3, 64, 64]),
+                SimpleNamespace(name="mask", shape=[1, 1, 64, 64]),
+            ]
+
+        def run(self, outputs, feed):
+            return [feed["image"] * (1 - feed["mask"]) + 0.5 * feed["mask"]]
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", GreyLama)
+    weights = tmp_path / "lama.onnx"
+    weights.write_bytes(b"stand-in")
+    out = tmp_path / "out"
+    opts = _options(tiny_folder, out, inpainter="lama", inpainter_weights=str(weights), factors=[0.7, 1.0])
+    summary = run_pipeline(opts, progress=False)
+    assert summary["done"] == len(tiny_folder.good) and summary["settings"]["inpainter"] == "lama"
+    r = group_by_image(read_manifest(out))["class_a/a0"][0.7]
+    small = np.asarray(Image.open(out / r.path)).astype(int)
+    mask = np.asarray(Image.open(out / r.mask_path)) > 0
+    ys, xs = np.nonzero(mask)
+    cy = int(ys.mean())
+    rim = small[cy - 2 : cy + 3, xs.max() - 1]  # inside the old disc, outside the shrunk one
+    assert np.abs(rim - 128).max() <= 3
