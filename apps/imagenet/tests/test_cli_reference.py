@@ -19,7 +19,7 @@ def test_page_matches_the_options_and_lists_every_option():
     from lse_imagenet.cli import APP
 
     script = _script()
-    assert script.apps()["lse-imagenet"] == "lse_imagenet.cli"
+    assert script.apps()["lse-imagenet"] == "lse_imagenet.cli" and "lse-imagenet" in script.PAGES
     ((path, text),) = script.pages(["lse-imagenet"]).items()
     assert path.name == "lse-imagenet.md"
     assert path.is_file() and path.read_text() == text, "run python docs/scripts/make_cli_reference.py"
