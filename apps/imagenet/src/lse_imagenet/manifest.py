@@ -16,7 +16,8 @@ decimals), ``path`` and ``mask_path`` (relative to the output root) and ``mask_q
 the object mask that lies inside the detected box, in ``[0, 1]``).
 
 A shard of a run (``--data.shard K/N``) writes ``manifest-K-of-N.jsonl``, ``summary-K-of-N.json`` and
-``failures-K-of-N.jsonl`` instead; `merge_manifests` joins the shards into the files above.
+``failures-K-of-N.jsonl`` instead; `lse_imagenet.pipeline.merge_shards` joins the shards into the files
+above.
 
 Lines are appended one image at a time while a run goes on, so a run killed mid-write may leave a
 truncated last line: `read_manifest` ignores an unfinished last line (and only that one).
@@ -44,6 +45,8 @@ __all__ = [
     "read_jsonl",
     "read_manifest",
     "shard_suffix",
+    "sort_records",
+    "write_json",
     "write_manifest",
 ]
 
