@@ -42,6 +42,7 @@ def test_end_to_end_with_given_masks(tiny_folder, tmp_path):
     n_good, n_factors = len(tiny_folder.good), len(DEFAULT_FACTORS)
     assert summary["images"] == n_good + len(tiny_folder.bad)
     assert (summary["done"], summary["failed"], summary["variants"]) == (n_good, 4, n_good * n_factors)
+    assert summary["done"] + summary["failed"] == summary["images"]
     assert summary["failures_by_reason"] == {
         "mask_outside_box": 1,
         "no_mask": 1,
@@ -72,7 +73,7 @@ def test_end_to_end_with_given_masks(tiny_folder, tmp_path):
         np.testing.assert_allclose(areas / given.sum(), np.square(DEFAULT_FACTORS), rtol=0.15)
 
 
-def test_listing_classes_and_shards(tiny_folder):
+def test_listing_classes_and_shards(tiny_folder, tmp_path):
     names, images, dups = list_images(tiny_folder.input)
     assert names == ["class_a", "class_b", "class_c"] and dups == []
     assert len(images) == 11 and all(not im.source.endswith(".txt") for im in images)
@@ -86,6 +87,12 @@ def test_listing_classes_and_shards(tiny_folder):
     (tiny_folder.input / "class_a" / "a0.jpg").write_bytes(b"")  # same id as a0.png
     _, _, dups = list_images(tiny_folder.input)
     assert [(d.source, d.reason) for d in dups] == [("class_a/a0.png", "duplicate_id")]
+    summary = run_pipeline(_options(tiny_folder, tmp_path / "out", factors=[1.0]), progress=False)
+    assert summary["images"] == 12 and summary["done"] + summary["failed"] == 12
+    assert (
+        summary["failures_by_reason"]["duplicate_id"] == 1
+        and summary["failures_by_reason"]["unreadable"] == 2
+    )
 
 
 def test_resume_skips_finished_images(tiny_folder, tmp_path):

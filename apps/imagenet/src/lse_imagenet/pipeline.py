@@ -610,12 +610,12 @@ def run_pipeline(
     done = {k for k, v in by_image.items() if set(v) == factors}
     records = [r for k in sorted(done) for r in by_image[k].values()]
     old_failures = [Failure(**f) for f in read_jsonl(failures_file)]
-    failures = {f.image_id: f for f in dups}
+    # failures are keyed by file: a duplicate shares its id with the file that is kept
+    sources = {im.source for im in images}
+    failures = {f.source: f for f in dups}
     if not data.retry_failed:
-        failures.update(
-            {f.image_id: f for f in old_failures if f.image_id in wanted and f.image_id not in done}
-        )
-    todo = [im for im in images if im.image_id not in done and im.image_id not in failures]
+        failures.update({f.source: f for f in old_failures if f.source in sources and f.image_id not in done})
+    todo = [im for im in images if im.image_id not in done and im.source not in failures]
     logger.info(
         "%d images in %d classes%s: %d done before, %d failed before, %d to do",
         len(images),
@@ -640,7 +640,7 @@ def run_pipeline(
         ):
             for result in _results(todo, data, workers, device, input_dir, out_dir):
                 if isinstance(result, Failure):
-                    failures[result.image_id] = result
+                    failures[result.source] = result
                     new_failures[result.reason] += 1
                     failures_out.write([_failure_json(result)])
                     logger.warning("skipped %s: %s (%s)", result.source, result.reason, result.detail)
@@ -655,7 +655,7 @@ def run_pipeline(
         failures_out.close()
 
     write_manifest(manifest_file, records)  # sorted by image and factor
-    fails = sorted(failures.values(), key=lambda f: f.image_id)
+    fails = sorted(failures.values(), key=lambda f: (f.image_id, f.source))
     with atomic_path(failures_file) as tmp:
         tmp.write_text("".join(_failure_json(f) + "\n" for f in fails), encoding="utf-8")
     run = {
@@ -665,7 +665,7 @@ def run_pipeline(
         "seconds": round(time.perf_counter() - start, 1),
         "workers": workers,
     }
-    summary = _summary(classes, data, len(images), records, fails, shard, run)
+    summary = _summary(classes, data, len(images) + len(dups), records, fails, shard, run)
     write_json(summary_file, summary)
     return summary
 
@@ -755,7 +755,7 @@ def merge_shards(out_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike]
         if len(values) != 1:
             raise ValueError(f"the shards disagree on {key}: {sorted(values)}")
     write_manifest(out / MANIFEST, sort_records(records))
-    fails = sorted(failures, key=lambda f: f.image_id)
+    fails = sorted(failures, key=lambda f: (f.image_id, f.source))
     with atomic_path(out / FAILURES) as tmp:
         tmp.write_text("".join(_failure_json(f) + "\n" for f in fails), encoding="utf-8")
     first = summaries[0]
