@@ -91,6 +91,8 @@ def test_shapes_for_every_layout():
     assert rescale_object(x[None].expand(2, 3, 32, 40), m, 1.2).shape == (2, 3, 32, 40)
     f = rescale_object(img.astype(np.float32) / 255, mask, [0.9, 1.1])
     assert f.dtype == np.float32 and f.shape == (2, 32, 40, 3)
+    deep = rescale_object(img.astype(np.uint16) * 257, mask, [0.9, 1.1])  # 16 bits: the same picture
+    assert deep.dtype == np.uint16 and np.abs(deep / 65535.0 - f).max() < 2 / 255
 
 
 def test_numpy_and_tensor_agree():
@@ -154,6 +156,8 @@ def test_errors_name_the_argument():
         rescale_object(img, np.zeros_like(mask), 1.1)
     with pytest.raises(ValueError, match="inpaint must be one of 'ns', 'telea'"):
         rescale_object(img, mask, 1.1, inpaint="lama")
+    with pytest.raises(TypeError, match="image must be uint8, uint16 or floating point"):
+        rescale_object(img.astype(np.int32), mask, 1.1)
     with pytest.raises(TypeError, match="image must have a floating point dtype"):
         rescale_object(torch.zeros(3, 8, 8, dtype=torch.uint8), torch.ones(8, 8), 1.1)
     with pytest.raises(TypeError, match="mask must be a numpy array"):

@@ -126,9 +126,9 @@ class _Layout:
             if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
                 raise ValueError(f"image must have shape (H, W) or (H, W, C), got {image.shape}")
             self.dtype = image.dtype
-            self.integer = np.issubdtype(image.dtype, np.integer)
+            self.integer = image.dtype in (np.uint8, np.uint16)
             if not (self.integer or np.issubdtype(image.dtype, np.floating)):
-                raise TypeError(f"image must have an integer or floating dtype, got {image.dtype}")
+                raise TypeError(f"image must be uint8, uint16 or floating point, got {image.dtype}")
             self.gray = image.ndim == 2
             self.batched = False
             arr = np.ascontiguousarray(image) if image.flags.writeable else np.array(image, order="C")
@@ -138,7 +138,7 @@ class _Layout:
             if m.shape != image.shape[:2]:
                 raise ValueError(f"mask must have shape {image.shape[:2]} (H, W), got {tuple(m.shape)}")
             self.m = m[None, None]
-            self.scale = 255.0 if self.integer else 1.0
+            self.scale = float(np.iinfo(image.dtype).max) if self.integer else 1.0
         elif isinstance(image, torch.Tensor):
             if not isinstance(mask, torch.Tensor):
                 raise TypeError(f"mask must be a tensor like image, got {type(mask).__name__}")
@@ -269,8 +269,8 @@ def inpaint_background(
     """The image with the object removed: the dilated mask filled by an inpainter (step 1 of the module).
 
     Args:
-        image: ``uint8`` or float (values in ``[0, 1]``) array `(H, W)` or `(H, W, C)`, or a float tensor
-            `(C, H, W)` or `(B, C, H, W)` with values in ``[0, 1]``.
+        image: ``uint8``, ``uint16`` or float (values in ``[0, 1]``) array `(H, W)` or `(H, W, C)`, or a
+            float tensor `(C, H, W)` or `(B, C, H, W)` with values in ``[0, 1]``.
         mask: the object, bool or 0/1 (or 0/255 ``uint8``): `(H, W)` for an array; `(H, W)`, `(B, H, W)` or
             `(B, 1, H, W)` for a tensor.
         inpaint: an inpainter's name (`inpainter_names`) or a callable (see the module docstring).
@@ -325,8 +325,8 @@ def rescale_object(
     factor; the factors (and the images of a batch) are warped together.
 
     Args:
-        image: ``uint8`` or float (values in ``[0, 1]``) array `(H, W)` or `(H, W, C)`, or a float tensor
-            `(C, H, W)` or `(B, C, H, W)` with values in ``[0, 1]``.
+        image: ``uint8``, ``uint16`` or float (values in ``[0, 1]``) array `(H, W)` or `(H, W, C)`, or a
+            float tensor `(C, H, W)` or `(B, C, H, W)` with values in ``[0, 1]``.
         mask: the object, bool or 0/1 (or 0/255 ``uint8``): `(H, W)` for an array; `(H, W)`, `(B, H, W)` or
             `(B, 1, H, W)` for a tensor.
         factor: one scale factor $s > 0$, or ``F`` of them (a sequence or a `(F,)` tensor).
