@@ -1,4 +1,4 @@
-"""The fine-tuning recipe (mixup/cutmix, label smoothing) in the training steps, and label-free distillation."""
+"""The fine-tuning recipe (mixup/cutmix, label smoothing) in the training steps; label-free distillation."""
 
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ def classification_recipe(
         smoothing: label smoothing (the recipe: 0.1).
 
     Returns:
-        ``(mix or None, loss_fn)``; pass them as ``mix=`` and ``loss_fn=`` to `augmented_step` or `paired_step`.
+        ``(mix or None, loss_fn)``, for ``mix=`` and ``loss_fn=`` of `augmented_step` or `paired_step`.
 
     Raises:
         ValueError: a negative alpha, a probability outside [0, 1] or ``num_classes < 1``.
@@ -252,7 +252,8 @@ def paired_step(
         clean, warped = logits.float().chunk(2)
         ce = 0.5 * (loss_fn(clean, target) + loss_fn(warped, target))
         inv = lsmetrics.invariance_error(clean.softmax(1), warped.softmax(1), variant="paper")
-        metrics = {"ce": float(ce.detach()), "inv": float(inv.detach()), "acc": _accuracy(clean, target), **stats}
+        acc = _accuracy(clean, target)
+        metrics = {"ce": float(ce.detach()), "inv": float(inv.detach()), "acc": acc, **stats}
         return ce + weight * inv, metrics
 
     return step
