@@ -78,3 +78,28 @@ def test_distillation_is_zero_for_the_teacher_itself_on_the_same_image_and_train
         distillation_step(_prepare, teacher, temperature=0.0)
     with pytest.raises(ValueError, match="shape"):
         distillation_step(lambda b: (b, b[:, :, :8]), teacher)(student, x)
+
+
+def test_adapt_for_method_adds_the_methods_canonicalizers_only():
+    import timm
+
+    import latentcanon
+    from lse_common.canonicalizers import adapt_for_method, make_canonicalizer
+    from lse_common.options import CanonOptions
+
+    canon = CanonOptions(layers=["input", 0], dec_widths=[4], num_elements=4)
+    x = torch.rand(2, 3, 32, 32)
+    for method, n_keys in (("dec", 2), ("canon", 1)):
+        net = timm.create_model("test_resnet", num_classes=3)
+        net.eval()
+        reference = net(x)
+        adapted = adapt_for_method(net, method, canon, (3, 32, 32))
+        assert isinstance(adapted, latentcanon.LatentCanonicalizedModel)
+        assert len(adapted.keys) == n_keys and adapted.keys[0] == "input"
+        adapted.eval()
+        if method == "dec":  # identity at initialisation: the output of the backbone
+            assert torch.allclose(adapted(x), reference, atol=1e-4)
+    plain = timm.create_model("test_resnet", num_classes=3)
+    assert adapt_for_method(plain, "invl", canon, (3, 32, 32)) is plain
+    with pytest.raises(ValueError, match="no canonicalizer"):
+        make_canonicalizer("aug", canon)
