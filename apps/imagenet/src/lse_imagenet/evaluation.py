@@ -16,8 +16,8 @@ of images and ``compute()`` adds the processes up):
   $M(I)$; ``inve_reference``: the authors' ImageNet code, $\lVert p_1 - p_s\rVert_2$ (unsquared) averaged over
   all factors with the identity's zero term included. Both come from `lsmetrics.invariance_error`; tables
   show them x 1e-2;
-- ``acc_unmodified``: accuracy on the unmodified photos when the manifest names them (``source``), else on
-  the factor-1 variants (Table A5; ``unmodified_source`` says which);
+- ``acc_unmodified``: accuracy on the unmodified photos (Table A5): the ``eval.reference_factor`` variants,
+  which ``lse-imagenet data`` writes as the original image, unchanged;
 - ``fig8``: the probability of the correct class at each factor for chosen images (``eval.fig8_images`` or the
   first ``eval.fig8_count``), with `lsmetrics.correct_class_probability`'s mean and std over the factors.
 
@@ -51,7 +51,7 @@ from lse_common.options import RuntimeOptions
 
 from .models import build_model, data_config
 from .options import ImagenetEval
-from .training import _load_rgb, eval_transform, original_path
+from .training import _load_rgb, eval_transform
 
 __all__ = [
     "ImageGroup",
@@ -69,13 +69,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ImageGroup:
-    """One test image: its variants at the evaluated factors, its label and its unmodified photo (if any)."""
+    """One test image: its variants at the evaluated factors and its label."""
 
     image_id: str
     label: int
     class_name: str
     paths: tuple[str, ...]
-    original: str | None
 
 
 def scale_groups(root: str | Path, factors: Sequence[float]) -> tuple[list[ImageGroup], int]:
@@ -98,14 +97,12 @@ def scale_groups(root: str | Path, factors: Sequence[float]) -> tuple[list[Image
         if len(chosen) != len(factors):
             skipped += 1
             continue
-        original = original_path(base, chosen[0])
         groups.append(
             ImageGroup(
                 image_id=str(image_id),
                 label=int(chosen[0].label),
                 class_name=str(getattr(chosen[0], "class_name", "")),
                 paths=tuple(str(base / r.path) for r in chosen),
-                original=str(original) if original is not None else None,
             )
         )
     return groups, skipped
@@ -118,12 +115,10 @@ class _GroupDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         index = int(self.indices[i])
         g = self.groups[index]
-        variants = torch.stack([self.transform(_load_rgb(p)) for p in g.paths])
-        original = self.transform(_load_rgb(g.original)) if g.original else torch.zeros_like(variants[0])
-        return variants, original, g.label, index
+        return torch.stack([self.transform(_load_rgb(p)) for p in g.paths]), g.label, index
 
 
 class ScaleMetrics:
@@ -243,22 +238,18 @@ def evaluate_model(
     device = torch.device(device)
     model.eval().to(device)
     metrics = ScaleMetrics(ev.factors, ev.reference_factor, device)
-    with_original = all(g.original for g in groups)
     chosen = set(_fig8_indices(groups, ev))
     fig8: dict[str, Any] = {}
     mine = shard(len(groups), rank, world_size)
     per_batch = max(1, ev.batch_size // len(ev.factors))
     loader = DataLoader(_GroupDataset(groups, mine, transform), batch_size=per_batch, num_workers=num_workers)
     bar = tqdm(total=len(mine), desc=desc, unit="img", disable=not progress, leave=False)
-    for variants, original, labels, index in loader:
+    for variants, labels, index in loader:
         b, s = variants.shape[:2]
-        x = variants.flatten(0, 1).to(device)
-        if with_original:
-            x = torch.cat([x, original.to(device)])
-        probs = model(x).float().softmax(1)
-        per_factor = probs[: b * s].reshape(b, s, -1)
+        probs = model(variants.flatten(0, 1).to(device)).float().softmax(1)
+        per_factor = probs.reshape(b, s, -1)
         labels = labels.to(device)
-        metrics.update(per_factor, labels, probs[b * s :] if with_original else None)
+        metrics.update(per_factor, labels)
         for j, i in enumerate(index.tolist()):
             if i in chosen:
                 g = groups[i]
@@ -276,7 +267,7 @@ def evaluate_model(
         for part in all_gather_objects(fig8):
             fig8.update(part)
     out = metrics.compute()
-    out["unmodified_source"] = "original" if with_original else f"factor {ev.reference_factor} variant"
+    out["unmodified_source"] = f"factor {ev.reference_factor:g} variants"
     out["fig8"] = fig8
     return out
 

@@ -145,31 +145,17 @@ def manifest_items(root: str | Path) -> list[tuple[str, int]]:
     return [(str(base / r.path), int(r.label)) for r in _records(base)]
 
 
-def original_path(root: str | Path, record: Any) -> Path | None:
-    """The unmodified photo of a variant when the manifest's ``source`` names an image file, else ``None``."""
-    source = getattr(record, "source", None)
-    if not source:
-        return None
-    for candidate in (Path(root) / str(source), Path(str(source))):
-        if candidate.suffix and candidate.is_file():
-            return candidate
-    return None
-
-
 def manifest_pairs(root: str | Path, reference_factor: float = 1.0) -> list[tuple[str, str]]:
     """``(original, variant)`` paths of a ``lse-imagenet data`` root for label-free tuning: each variant at
-    another factor against the image's unmodified photo (without one: its ``reference_factor`` variant)."""
-    from .manifest import group_by_image
+    another factor against the image's ``reference_factor`` variant (1.00: the original photo, unchanged)."""
+    from .manifest import factor_key, group_by_image
 
     base = Path(root)
     pairs = []
     for variants in group_by_image(_records(base)).values():
-        ref = next((r for f, r in variants.items() if abs(f - reference_factor) < 1e-6), None)
-        any_record = next(iter(variants.values()))
-        original = original_path(base, any_record) or (base / ref.path if ref is not None else None)
-        if original is None:
-            continue
-        pairs += [(str(original), str(base / r.path)) for f, r in sorted(variants.items()) if r is not ref]
+        ref = variants.get(factor_key(reference_factor))
+        if ref is not None:
+            pairs += [(str(base / ref.path), str(base / r.path)) for r in variants.values() if r is not ref]
     return pairs
 
 
