@@ -1,4 +1,4 @@
-"""``lse-imagenet train``: a training step of every method on a tiny ImageFolder, label-free tuning, the recipe."""
+"""``lse-imagenet train``: a training step of every method on a tiny ImageFolder; label-free tuning."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lse_imagenet.cli import APP, main
+from lse_imagenet.training import folder_items, manifest_pairs, open_images
 from PIL import Image
 from safetensors.torch import load_file
 
 from lse_common import read_csv_log
-from lse_imagenet.cli import APP, main
-from lse_imagenet.training import folder_items, manifest_pairs, open_images
 
 
 def write_image_folder(root: Path, classes=("3", "7"), per_class: int = 4, size: int = 40) -> Path:

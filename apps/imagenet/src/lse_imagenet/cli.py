@@ -4,10 +4,11 @@ Each subcommand takes its own option groups (``lse-imagenet train --help`` lists
 ``--<group>.<field>`` or as keys of the YAML file given with ``--config`` (flags after it win);
 ``--print_config`` prints the resolved options. Examples::
 
-    lse-imagenet train --config apps/imagenet/configs/paper/base.yaml --model.backbone swin_base_patch4_window7_224 \\
-        --model.weights swin_base.safetensors --data.train_dir runs/imagenet/data/train
+    lse-imagenet train --config apps/imagenet/configs/paper/base.yaml \\
+        --model.backbone swin_base_patch4_window7_224 --model.weights swin_base.safetensors
     torchrun --nproc_per_node 8 -m lse_imagenet train --config ...     # DistributedDataParallel
-    lse-imagenet evaluate --runs runs/imagenet/swin_base_patch4_window7_224/* --eval.data_dir runs/imagenet/data/test
+    lse-imagenet evaluate --runs runs/imagenet/swin_base_patch4_window7_224/* \\
+        --eval.data_dir runs/imagenet/data/test
     lse-imagenet demo                                                  # real photos, offline
 """
 
