@@ -32,30 +32,52 @@ def write_image_folder(root: Path, classes=("3", "7"), per_class: int = 4, size:
 def tiny(root: Path, name: str, method: str, *extra: str) -> list[str]:
     return [
         "train",
-        "--method", method,
-        "--data.train_dir", str(root / "images"),
-        "--data.val_dir", str(root / "images"),
-        "--data.img_size", "32",
-        "--data.num_classes", "10",
-        "--model.backbone", "test_vit",
-        "--model.pretrained", "false",
-        "--train.epochs", "1",
-        "--train.batch_size", "4",
-        "--train.lr", "1e-3",
-        "--train.layer_decay", "0.75",
-        "--train.log_every", "1",
-        "--train.out_dir", str(root / name),
-        "--canon.dec_widths", "[4, 8]",
-        "--canon.dec_view_size", "16",
-        "--canon.num_elements", "4",
-        "--canon.energy_width", "4",
-        "--canon.energy_view_size", "16",
-        "--recipe.auto_augment", "null",
-        "--runtime.num_workers", "0",
-        "--runtime.progress", "false",
-        "--runtime.device", "cpu",
+        "--method",
+        method,
+        "--data.train_dir",
+        str(root / "images"),
+        "--data.val_dir",
+        str(root / "images"),
+        "--data.img_size",
+        "32",
+        "--data.num_classes",
+        "10",
+        "--model.backbone",
+        "test_vit",
+        "--model.pretrained",
+        "false",
+        "--train.epochs",
+        "1",
+        "--train.batch_size",
+        "4",
+        "--train.lr",
+        "1e-3",
+        "--train.layer_decay",
+        "0.75",
+        "--train.log_every",
+        "1",
+        "--train.out_dir",
+        str(root / name),
+        "--canon.dec_widths",
+        "[4, 8]",
+        "--canon.dec_view_size",
+        "16",
+        "--canon.num_elements",
+        "4",
+        "--canon.energy_width",
+        "4",
+        "--canon.energy_view_size",
+        "16",
+        "--recipe.auto_augment",
+        "null",
+        "--runtime.num_workers",
+        "0",
+        "--runtime.progress",
+        "false",
+        "--runtime.device",
+        "cpu",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +141,17 @@ def test_label_free_dec_tuning_changes_only_the_canonicalizer(tiny_root):
     if not (base / "final.safetensors").is_file():
         assert main(tiny(tiny_root, "run-base", "base")) == 0
     run = tiny_root / "dec-label-free"
-    args = tiny(tiny_root, run.name, "dec", "--train.init_from", str(base), "--recipe.label_free", "true",
-                "--canon.lr", "0.05")  # fmt: skip
+    args = tiny(
+        tiny_root,
+        run.name,
+        "dec",
+        "--train.init_from",
+        str(base),
+        "--recipe.label_free",
+        "true",
+        "--canon.lr",
+        "0.05",
+    )
     assert main(args) == 0
     before = load_file(str(base / "final.safetensors"))
     after = load_file(str(run / "final.safetensors"))
@@ -146,8 +177,10 @@ def test_manifest_pairs_put_each_variant_against_the_original(tmp_path):
     write_manifest(tmp_path, records)
     pairs = manifest_pairs(tmp_path)
     original = str(tmp_path / "images/a/x_s1.00.png")
-    assert sorted(pairs) == [(original, str(tmp_path / "images/a/x_s0.80.png")),
-                             (original, str(tmp_path / "images/a/x_s1.20.png"))]  # fmt: skip
+    assert sorted(pairs) == [
+        (original, str(tmp_path / "images/a/x_s0.80.png")),
+        (original, str(tmp_path / "images/a/x_s1.20.png")),
+    ]
 
 
 def test_bad_options_are_refused_with_their_name(tiny_root, capsys):
