@@ -26,14 +26,14 @@ from jsonargparse import ArgumentParser, Namespace
 from lse_common.cli import App
 from lse_common.options import AugmentOptions, CanonOptions, RuntimeOptions, TrainOptions
 
-from .options import ImagenetData, ImagenetEval, ImagenetModel, Recipe
+from .options import TrainData, ImagenetEval, ImagenetModel, Recipe
 
 __all__ = ["APP", "TRAIN_GROUPS", "main", "train_config"]
 
 logger = logging.getLogger("lse_imagenet")
 
 TRAIN_GROUPS = {
-    "data": ImagenetData,
+    "data": TrainData,
     "model": ImagenetModel,
     "train": TrainOptions,
     "aug": AugmentOptions,

@@ -20,7 +20,7 @@ from lse_common.options import EvalOptions
 __all__ = [
     "METHODS",
     "PAPER_FACTORS",
-    "ImagenetData",
+    "TrainData",
     "ImagenetEval",
     "ImagenetModel",
     "Method",
@@ -35,7 +35,7 @@ PAPER_FACTORS: tuple[float, ...] = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
 
 
 @dataclass
-class ImagenetData:
+class TrainData:
     """The images a run trains and validates on.
 
     Each folder is either an ImageFolder (one sub-folder per class; folders named by an integer are that

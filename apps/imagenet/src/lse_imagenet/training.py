@@ -47,7 +47,7 @@ from lse_common.options import AugmentOptions, TrainOptions
 from lse_common.training import TrainingJob, run_training
 
 from .models import build_model, create_classifier, data_config, load_weights
-from .options import ImagenetData, ImagenetModel, Recipe, default_run_dir
+from .options import TrainData, ImagenetModel, Recipe, default_run_dir
 
 __all__ = [
     "ImageListDataset",
@@ -162,13 +162,13 @@ def manifest_pairs(root: str | Path, reference_factor: float = 1.0) -> list[tupl
 def open_images(
     root: str | Path, transform: Callable[[Image.Image], torch.Tensor], *, limit: int | None = None
 ) -> ImageListDataset:
-    """The labelled images of an ImageFolder or of a ``lse-imagenet data`` root (see `ImagenetData`)."""
+    """The labelled images of an ImageFolder or of a ``lse-imagenet data`` root (see `TrainData`)."""
     base = Path(root)
     items = manifest_items(base) if (base / MANIFEST).is_file() else folder_items(base)
     return ImageListDataset(items[:limit] if limit else items, transform)
 
 
-def train_transform(data: ImagenetData, recipe: Recipe, cfg: dict[str, Any]):
+def train_transform(data: TrainData, recipe: Recipe, cfg: dict[str, Any]):
     """timm's training transform: random resized crop, flip, jitter, auto-augment, normalise, random erase."""
     from timm.data import create_transform
 
@@ -187,7 +187,7 @@ def train_transform(data: ImagenetData, recipe: Recipe, cfg: dict[str, Any]):
     )
 
 
-def eval_transform(data: ImagenetData, cfg: dict[str, Any]):
+def eval_transform(data: TrainData, cfg: dict[str, Any]):
     """timm's evaluation transform: resize (``data.crop_pct``), centre crop, normalise."""
     from timm.data import create_transform
 
@@ -264,7 +264,7 @@ def validation_fn(dataset: Dataset, batch_size: int, device: torch.device, num_w
     return evaluate
 
 
-def _teacher(model: ImagenetModel, data: ImagenetData, init_from: str | None) -> nn.Module:
+def _teacher(model: ImagenetModel, data: TrainData, init_from: str | None) -> nn.Module:
     net = create_classifier(model, data.img_size, num_classes=data.num_classes, load_pretrained=not init_from)
     if init_from:
         load_weights(net, init_from)
