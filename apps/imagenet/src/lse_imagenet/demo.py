@@ -21,3 +21,5 @@ class DemoOptions:
 
 
 DEMO_GROUPS = {"demo": DemoOptions, "canon": CanonOptions, "runtime": RuntimeOptions}
+
+DEMO_DEFAULTS: dict = {}
