@@ -70,7 +70,8 @@ class Brightness(nn.Module):
 
 
 def write_test_set(root: Path, levels: dict[str, list[int]], labels: dict[str, int]) -> Path:
-    """A ``lse-imagenet data`` root: each image's variants are flat grey pictures of the given levels."""
+    """A ``lse-imagenet data`` root: each image's variants are flat grey pictures of the given levels; the
+    class folders are named by the label."""
     records = []
     for image_id, per_factor in levels.items():
         for f, level in zip(FACTORS, per_factor, strict=True):
@@ -79,7 +80,14 @@ def write_test_set(root: Path, levels: dict[str, list[int]], labels: dict[str, i
             Image.fromarray(np.full((12, 16, 3), level, np.uint8)).save(root / rel)
             records.append(
                 VariantRecord(
-                    image_id, f"c/{image_id}.jpg", labels[image_id], "c", f, rel, "masks/c/x.png", 1.0
+                    image_id,
+                    f"c/{image_id}.jpg",
+                    labels[image_id],
+                    str(labels[image_id]),
+                    f,
+                    rel,
+                    "m.png",
+                    1.0,
                 )
             )
     write_manifest(root, records)
@@ -91,7 +99,7 @@ def test_evaluate_model_matches_the_known_classifier(tmp_path):
     labels = {"a": 0, "b": 1, "c": 1}
     root = write_test_set(tmp_path, levels, labels)
     # an image lacking a factor is skipped
-    extra = VariantRecord("d", "c/d.jpg", 0, "c", 1.0, "images/c/a_s1.00.png", "m.png", 1.0)
+    extra = VariantRecord("d", "c/d.jpg", 0, "0", 1.0, "images/c/a_s1.00.png", "m.png", 1.0)
     write_manifest(root, [*read_manifest(root), extra])
     groups, skipped = scale_groups(root, FACTORS)
     assert [g.image_id for g in groups] == ["a", "b", "c"] and skipped == 1

@@ -188,3 +188,18 @@ def test_bad_options_are_refused_with_their_name(tiny_root, capsys):
     assert "recipe.reprob" in capsys.readouterr().err
     assert main(tiny(tiny_root, "bad", "nope")) == 2  # not a method: the parser refuses it
     assert "method" in capsys.readouterr().err
+
+
+def test_wordnet_ids_keep_their_imagenet_index_in_a_subset(tmp_path):
+    from lse_imagenet.manifest import VariantRecord
+    from lse_imagenet.training import manifest_labels
+
+    records = [  # what `lse-imagenet data` writes for two ImageNet classes: labels counted from 0
+        VariantRecord("a", "n02123045/a.png", 0, "n02123045", 1.0, "a.png", "m.png", 1.0),
+        VariantRecord("b", "n07920052/b.png", 1, "n07920052", 1.0, "b.png", "m.png", 1.0),
+    ]
+    assert manifest_labels(records) == {"n02123045": 281, "n07920052": 967}
+    other = [VariantRecord("a", "x/a.png", 0, "x", 1.0, "a.png", "m.png", 1.0)]
+    assert manifest_labels(other) == {"x": 0}
+    write_image_folder(tmp_path / "wn", classes=("n07920052",), per_class=1)
+    assert folder_items(tmp_path / "wn")[0][1] == 967

@@ -51,7 +51,7 @@ from lse_common.options import RuntimeOptions
 
 from .models import build_model, data_config
 from .options import ImagenetEval
-from .training import _load_rgb, eval_transform
+from .training import _load_rgb, eval_transform, manifest_labels
 
 __all__ = [
     "ImageGroup",
@@ -80,14 +80,18 @@ class ImageGroup:
 def scale_groups(root: str | Path, factors: Sequence[float]) -> tuple[list[ImageGroup], int]:
     """The test images of a ``lse-imagenet data`` root that have every factor, and how many were skipped.
 
+    Labels follow `lse_imagenet.training.manifest_labels` (ImageNet WordNet ids: ImageNet-1k's index).
+
     Raises:
         FileNotFoundError: when the root has no manifest.
     """
     from .manifest import group_by_image, read_manifest
 
     base = Path(root)
+    records = read_manifest(base)
+    labels = manifest_labels(records)
     groups, skipped = [], 0
-    for image_id, variants in group_by_image(read_manifest(base)).items():
+    for image_id, variants in group_by_image(records).items():
         chosen = []
         for f in factors:
             match = next((r for g, r in variants.items() if abs(float(g) - f) < 1e-6), None)
@@ -100,7 +104,7 @@ def scale_groups(root: str | Path, factors: Sequence[float]) -> tuple[list[Image
         groups.append(
             ImageGroup(
                 image_id=str(image_id),
-                label=int(chosen[0].label),
+                label=labels[str(chosen[0].class_name)],
                 class_name=str(getattr(chosen[0], "class_name", "")),
                 paths=tuple(str(base / r.path) for r in chosen),
             )

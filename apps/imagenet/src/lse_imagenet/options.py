@@ -20,11 +20,11 @@ from lse_common.options import EvalOptions
 __all__ = [
     "METHODS",
     "PAPER_FACTORS",
-    "TrainData",
     "ImagenetEval",
     "ImagenetModel",
     "Method",
     "Recipe",
+    "TrainData",
     "default_run_dir",
 ]
 

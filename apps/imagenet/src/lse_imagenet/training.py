@@ -47,16 +47,18 @@ from lse_common.options import AugmentOptions, TrainOptions
 from lse_common.training import TrainingJob, run_training
 
 from .models import build_model, create_classifier, data_config, load_weights
-from .options import TrainData, ImagenetModel, Recipe, default_run_dir
+from .options import ImagenetModel, Recipe, TrainData, default_run_dir
 
 __all__ = [
     "ImageListDataset",
     "PairDataset",
+    "class_indices",
     "eval_transform",
     "folder_items",
     "label_free_step",
     "make_step_fn",
     "manifest_items",
+    "manifest_labels",
     "manifest_pairs",
     "open_images",
     "train",
@@ -110,8 +112,28 @@ class PairDataset(Dataset):
         return self.transform(_load_rgb(original)), self.transform(_load_rgb(rescaled))
 
 
+def class_indices(names: Sequence[str]) -> dict[str, int]:
+    """Class name -> index: integer names are the index, ImageNet-1k WordNet ids (``n01440764``) their
+    ImageNet index (so a folder with a few of ImageNet's classes keeps the pretrained head's labels), other
+    names their position in sorted order (torchvision's ImageFolder numbering).
+
+    Example:
+        >>> class_indices(["n02123045", "n07920052"]), class_indices(["b", "a"]), class_indices(["7", "3"])
+        ({'n02123045': 281, 'n07920052': 967}, {'a': 0, 'b': 1}, {'3': 3, '7': 7})
+    """
+    from timm.data import ImageNetInfo
+
+    unique = sorted(set(names))
+    if unique and all(n.isdigit() for n in unique):
+        return {n: int(n) for n in unique}
+    wnids = {w: i for i, w in enumerate(ImageNetInfo().label_names())}
+    if unique and all(n in wnids for n in unique):
+        return {n: wnids[n] for n in unique}
+    return {n: i for i, n in enumerate(unique)}
+
+
 def folder_items(root: str | Path) -> list[tuple[str, int]]:
-    """``(path, label)`` of an ImageFolder: integer folder names are class indices, else the sorted names.
+    """``(path, label)`` of an ImageFolder, the labels from the class folders' names (`class_indices`).
 
     Raises:
         FileNotFoundError: naming the folder when it holds no class folder with images.
@@ -120,8 +142,7 @@ def folder_items(root: str | Path) -> list[tuple[str, int]]:
 
     base = Path(root)
     classes = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-    numeric = bool(classes) and all(c.isdigit() for c in classes)
-    index = {c: int(c) if numeric else i for i, c in enumerate(classes)}
+    index = class_indices(classes)
     items = [
         (str(f), index[c])
         for c in classes
@@ -139,10 +160,22 @@ def _records(root: str | Path) -> list[Any]:
     return list(read_manifest(root))
 
 
+def manifest_labels(records: Sequence[Any]) -> dict[str, int]:
+    """Class name -> label of a manifest's records, by the rule of ImageFolders (`class_indices`): ImageNet
+    WordNet ids give ImageNet-1k's index even when the data hold a few of its classes (the manifest's own
+    ``label`` counts the input's class folders from 0), integer names their value, others the manifest's."""
+    names = sorted({str(r.class_name) for r in records})
+    index = class_indices(names)
+    own = {str(r.class_name): int(r.label) for r in records}
+    return own if index == {n: i for i, n in enumerate(names)} else index
+
+
 def manifest_items(root: str | Path) -> list[tuple[str, int]]:
-    """``(path, label)`` of every variant in a ``lse-imagenet data`` root."""
+    """``(path, label)`` of every variant in a ``lse-imagenet data`` root (labels: `manifest_labels`)."""
     base = Path(root)
-    return [(str(base / r.path), int(r.label)) for r in _records(base)]
+    records = _records(base)
+    labels = manifest_labels(records)
+    return [(str(base / r.path), labels[str(r.class_name)]) for r in records]
 
 
 def manifest_pairs(root: str | Path, reference_factor: float = 1.0) -> list[tuple[str, str]]:
