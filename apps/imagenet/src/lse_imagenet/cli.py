@@ -174,7 +174,7 @@ def _demo(cfg: Namespace) -> int:
 
 
 def _build_app() -> App:
-    from .demo import DEMO_DEFAULTS, DEMO_GROUPS
+    from .demo import DEMO_DEFAULTS, DemoOptions
 
     app = App("lse-imagenet", "Locally scaled ImageNet: data pipeline, fine-tuning, evaluation, demo.")
     app.command(
@@ -214,7 +214,7 @@ def _build_app() -> App:
         "demo",
         _demo,
         help="real photos, offline: rescaled objects, the pretrained classifier and a label-free DEC",
-        groups=DEMO_GROUPS,
+        groups={"demo": DemoOptions, **TRAIN_GROUPS, "eval": ImagenetEval},
         defaults=DEMO_DEFAULTS,
     )
     return app
