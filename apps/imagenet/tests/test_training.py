@@ -203,3 +203,18 @@ def test_wordnet_ids_keep_their_imagenet_index_in_a_subset(tmp_path):
     assert manifest_labels(other) == {"x": 0}
     write_image_folder(tmp_path / "wn", classes=("n07920052",), per_class=1)
     assert folder_items(tmp_path / "wn")[0][1] == 967
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).parents[1] / "configs").glob("*/*.yaml")), ids=str)
+def test_the_shipped_configs_parse(config, capsys):
+    """Every train config of configs/ (paper and cpu) parses; the data, train and recipe files are parts."""
+    if config.stem in ("data", "train", "recipe"):
+        pytest.skip("a part of the configs, included by them")
+    command = "evaluate" if config.stem == "evaluate" else "train"
+    extra = ["--runs", "r"] if command == "evaluate" else []
+    try:
+        code = main([command, "--config", str(config), *extra, "--print_config"])
+    except SystemExit as done:  # jsonargparse's print_config exits
+        code = done.code
+    assert code in (0, None)
+    assert "runtime:" in capsys.readouterr().out
