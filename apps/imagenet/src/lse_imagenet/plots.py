@@ -31,6 +31,16 @@ def _save(fig: Any, path: str | Path, dpi: int = 150) -> Path:
         _plt().close(fig)
 
 
+def _class_title(entry: Mapping[str, Any]) -> str:
+    """ImageNet's short description for a WordNet class name (``n02123045`` -> ``tabby``), else the name."""
+    name = str(entry.get("class_name") or entry["label"])
+    if name.startswith("n") and name[1:].isdigit():
+        from timm.data import ImageNetInfo
+
+        return ImageNetInfo().index_to_description(int(entry["label"])).split(",")[0]
+    return name
+
+
 def plot_factor_accuracy(
     per_method: Mapping[str, Mapping[str, Any]], path: str | Path, *, title: str = ""
 ) -> Path:
@@ -65,7 +75,7 @@ def plot_fig8(results: Mapping[str, Mapping[str, Any]], path: str | Path, *, tit
             curves,
             [float(f) for f in factors],
             ax=ax,
-            title=f"{image_id}: {entry.get('class_name') or entry['label']}",
+            title=f"{image_id.split('/')[-1]}: {_class_title(entry)}",
             xlabel="object scale factor",
         )
     for ax in list(axes.flat)[len(common) :]:
@@ -88,7 +98,8 @@ def save_variant_grid(
     if not rows:
         raise ValueError("rows must hold at least one image")
     n, s = len(rows), len(factors)
-    fig, axes = plt.subplots(n, s, figsize=(1.6 * s, 1.6 * n), squeeze=False)
+    aspect = float(np.mean([im.shape[0] / im.shape[1] for _, images in rows for im in images]))
+    fig, axes = plt.subplots(n, s, figsize=(1.6 * s, 1.6 * aspect * n + 0.5), squeeze=False)
     for i, (label, images) in enumerate(rows):
         if len(images) != s:
             raise ValueError(f"row {i} has {len(images)} images for {s} factors")
