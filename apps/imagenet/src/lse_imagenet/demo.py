@@ -57,7 +57,6 @@ TUNE_IMAGES: tuple[str, ...] = (
     "logo",
     "retina",
     "immunohistochemistry",
-    "hubble_deep_field",
 )
 """scikit-image's pictures the demo tunes on (``skimage.data`` names; none is a test photo)."""
 
@@ -127,7 +126,7 @@ def write_tune_images(folder: str | Path, names: list[str], *, max_side: int) ->
 
     from .photos import PHOTOS
 
-    test_files = {Path(p.file).stem for p in PHOTOS}
+    test_files = {Path(p.file).stem for p in PHOTOS} | {"cat", "stereo_motorcycle"}  # chelsea, motorcycle
     out = []
     for name in names:
         if name in test_files or name in {p.name for p in PHOTOS}:
