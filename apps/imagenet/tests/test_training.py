@@ -218,3 +218,38 @@ def test_the_shipped_configs_parse(config, capsys):
         code = done.code
     assert code in (0, None)
     assert "runtime:" in capsys.readouterr().out
+
+
+def test_tuning_set_rescales_objects_at_random_factors_and_positions(tmp_path):
+    from lse_imagenet.label_free import write_tuning_set
+    from lse_imagenet.manifest import VariantRecord, group_by_image, read_manifest, write_manifest
+
+    src = tmp_path / "masks"
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[14:26, 14:26] = 255
+    (src / "images/x").mkdir(parents=True)
+    (src / "masks/x").mkdir(parents=True)
+    Image.fromarray(image).save(src / "images/x/a_s1.00.png")
+    Image.fromarray(((image[..., 0] > 0) * 255).astype(np.uint8)).save(src / "masks/x/a.png")
+    write_manifest(
+        src, [VariantRecord("x/a", "x/a.png", 0, "x", 1.0, "images/x/a_s1.00.png", "masks/x/a.png", 1.0)]
+    )
+    write_tuning_set(src, tmp_path / "tune", variants=5, factor_range=(0.7, 1.3), seed=3)
+    variants = group_by_image(read_manifest(tmp_path / "tune"))["x/a"]
+    assert len(variants) == 6 and 1.0 in variants
+    assert all(0.7 <= f <= 1.3 for f in variants)
+    original = np.asarray(Image.open(tmp_path / "tune" / variants[1.0].path))
+    assert np.array_equal(original, image)
+    centres, areas = [], []
+    for f, r in variants.items():
+        bright = np.asarray(Image.open(tmp_path / "tune" / r.path))[..., 0] > 127
+        ys, xs = np.nonzero(bright)
+        centres.append((xs.mean(), ys.mean()))
+        areas.append((f, bright.sum()))
+    shift = max(np.hypot(x - 19.5, y - 19.5) for x, y in centres)
+    assert shift > 0.5  # the object moves: scaled about random points, not only about its centre
+    big, small = max(areas), min(areas)
+    assert big[1] > small[1]  # and grows with the factor
+    assert len(manifest_pairs(tmp_path / "tune")) == 5
+    with pytest.raises(ValueError, match="factor_range"):
+        write_tuning_set(src, tmp_path / "bad", factor_range=(1.3, 0.7))
