@@ -83,7 +83,7 @@ def plot_fig8(results: Mapping[str, Mapping[str, Any]], path: str | Path, *, tit
     if title:
         fig.suptitle(f"{title}: probability of the correct class across factors (Fig. 8)")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, dpi=90)
 
 
 def save_variant_grid(
@@ -115,4 +115,13 @@ def save_variant_grid(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path, dpi=90)
+    out = _save(fig, path, dpi=80)
+    from PIL import Image
+
+    from lse_common.checkpoint import atomic_path
+
+    with Image.open(out) as im:  # photos: a 256-colour palette keeps the file small
+        small = im.convert("RGB").quantize(256)
+    with atomic_path(out) as tmp:
+        small.save(tmp, format="PNG", optimize=True)
+    return out
