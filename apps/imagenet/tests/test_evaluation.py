@@ -218,3 +218,71 @@ def test_tables_average_seeds_and_keep_label_free_runs_apart():
     md = markdown_tables(s)
     assert "DEC (ours) (label-free)" in md and "70.00 ± 14.14" in md
     assert "The paper's Table 5" in md  # a Swin backbone: the paper's rows for reference
+
+
+@pytest.mark.slow
+def test_two_process_ddp_label_free_training_and_evaluation_equal_to_one_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from lse_imagenet.evaluation import evaluate_run
+
+    from lse_common import find_latest
+
+    tiny, write_image_folder = _training_helpers()
+    write_image_folder(tmp_path / "images")
+    test = write_test_set(tmp_path / "test", {"a": [250, 200, 40], "b": [30, 20, 240]}, {"a": 3, "b": 7})
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args = tiny(
+        tmp_path,
+        "ddp",
+        "dec",
+        "--recipe.label_free",
+        "true",
+        "--recipe.pairs",
+        "warps",
+        "--train.batch_size",
+        "2",
+        "--data.val_dir",
+        "null",
+    )
+    proc = subprocess.run(
+        [*torchrun, "-m", "lse_imagenet", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    state = torch.load(find_latest(out / "checkpoints"), weights_only=True)
+    assert state["world_size"] == 2 and state["global_step"] == 2  # 8 images / (2 processes x batch 2)
+    flags = [
+        "--eval.data_dir",
+        str(test),
+        "--eval.factors",
+        "[0.8, 1.0, 1.2]",
+        "--eval.batch_size",
+        "3",
+        "--eval.results_dir",
+        str(tmp_path / "res"),
+        "--runtime.progress",
+        "false",
+        "--runtime.device",
+        "cpu",
+        "--runtime.num_workers",
+        "0",
+    ]
+    proc = subprocess.run(
+        [*torchrun, "-m", "lse_imagenet", "evaluate", "--runs", str(out), *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    two = json.loads((out / "eval.json").read_text())
+    ev = ImagenetEval(data_dir=str(test), factors=FACTORS, batch_size=3)
+    one = evaluate_run(out, ev, RuntimeOptions(device="cpu", num_workers=0, progress=False), write=False)
+    assert two["processes"] == 2 and one["processes"] == 1
+    for key in ("acc", "factor_acc", "acc_unmodified", "inve_paper", "inve_reference"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5), key
+    assert set(two["fig8"]) == set(one["fig8"]) == {"a", "b"}
