@@ -15,6 +15,7 @@
   `lse_common.cache`: chunked on-disk arrays that are never half written.
 - `lse_common.distributed`, `lse_common.seeding`, `lse_common.sampler`: process groups, seeding,
   resumable sharded sampling.
+- `lse_common.fetch`: files inside PyPI wheels (data, small models) fetched once into a user cache.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ def _merge_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--out_dir", type=str, required=True, help="the merged output folder")
     parser.add_argument(
         "--inputs",
-        type=list[str],
+        type=str,
+        nargs="*",
         default=[],
         help="other output folders holding shards (their files are copied into --out_dir)",
     )

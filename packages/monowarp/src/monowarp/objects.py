@@ -131,7 +131,8 @@ class _Layout:
                 raise TypeError(f"image must have an integer or floating dtype, got {image.dtype}")
             self.gray = image.ndim == 2
             self.batched = False
-            t = torch.from_numpy(np.array(image, copy=not image.flags.writeable, order="C")).to(torch.float32)
+            arr = np.ascontiguousarray(image) if image.flags.writeable else np.array(image, order="C")
+            t = torch.from_numpy(arr).to(torch.float32)
             self.x = (t[None, None] if self.gray else t.permute(2, 0, 1)[None]).contiguous()
             m = torch.from_numpy(np.array(mask, copy=True, order="C"))
             if m.shape != image.shape[:2]:
