@@ -11,9 +11,19 @@ A step is what `lse_common.engine.Trainer` calls, ``step(model, batch) -> (loss,
   squared L2) between their softmax outputs (`lsmetrics.invariance_error`). InvL is this step on the
   plain model; on a canonicalizing model it adds a consistency term to the canonicalizer's training.
 
-Both log the task accuracy; a model that returns canonicalizer results (``return_results=True``) also gets
-the size of the warps it applies logged (`warp_statistics`), so that a canonicalizer that stays at the
-identity shows in the training log.
+- `distillation_step`: label-free tuning, e.g. of a canonicalizer on a frozen backbone: a frozen teacher sees
+  the original image, the model a rescaled version of it (a pair the data gives, or a random monotone
+  scaling of the original), and the loss is the KL divergence of the model's prediction from the
+  teacher's. No labels are needed, so a DEC can be tuned on any unlabelled images.
+
+Both supervised steps log the task accuracy and take an optional batch transform ``mix(x, target)`` applied
+before the warp (timm's mixup/cutmix, which turns the targets into soft `(B, K)` rows; the accuracy is then
+taken against the targets' argmax). `classification_recipe` builds that transform and the matching loss
+(soft-target cross-entropy, label smoothing) from the usual fine-tuning settings with timm's own classes.
+
+A model that returns canonicalizer results (``return_results=True``) also gets the size of the warps it
+applies logged (`warp_statistics`), so that a canonicalizer that stays at the identity shows in the training
+log.
 """
 
 from __future__ import annotations
@@ -25,10 +35,82 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["augmented_step", "paired_step", "warp_statistics"]
+__all__ = [
+    "augmented_step",
+    "classification_recipe",
+    "distillation_step",
+    "paired_step",
+    "warp_statistics",
+]
 
 Prepare = Callable[[Any], tuple[torch.Tensor, torch.Tensor]]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Mix = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """Top-1 accuracy against hard `(B,)` targets or the argmax of soft `(B, K)` ones (mixup)."""
+    hard = target.argmax(1) if target.ndim == 2 else target
+    return float((logits.argmax(1) == hard).float().mean())
+
+
+def classification_recipe(
+    num_classes: int,
+    *,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
+    mix_prob: float = 1.0,
+    switch_prob: float = 0.5,
+    smoothing: float = 0.0,
+) -> tuple[Mix | None, Loss]:
+    """timm's mixup/cutmix and label smoothing as a batch transform and a loss for the training steps.
+
+    With ``mixup`` or ``cutmix`` > 0 the transform is `timm.data.Mixup` (per batch; it needs an even batch
+    size) and the loss `timm.loss.SoftTargetCrossEntropy` on its soft targets (smoothed by ``smoothing``);
+    otherwise there is no transform and the loss is cross-entropy with ``label_smoothing=smoothing``.
+
+    Args:
+        num_classes: classes of the soft targets.
+        mixup: mixup's Beta(alpha, alpha) parameter (0: off); the timm fine-tuning recipe uses 0.8.
+        cutmix: cutmix's alpha (0: off); the recipe uses 1.0.
+        mix_prob: probability of mixing a batch.
+        switch_prob: probability of cutmix instead of mixup when both are on.
+        smoothing: label smoothing (the recipe: 0.1).
+
+    Returns:
+        ``(mix or None, loss_fn)``, for ``mix=`` and ``loss_fn=`` of `augmented_step` or `paired_step`.
+
+    Raises:
+        ValueError: a negative alpha, a probability outside [0, 1] or ``num_classes < 1``.
+    """
+    from timm.data import Mixup
+    from timm.loss import SoftTargetCrossEntropy
+
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if mixup < 0 or cutmix < 0:
+        raise ValueError(f"mixup and cutmix must be >= 0, got {mixup} and {cutmix}")
+    for name, value in (("mix_prob", mix_prob), ("switch_prob", switch_prob), ("smoothing", smoothing)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    if mixup == 0 and cutmix == 0:
+        return None, lambda logits, target: F.cross_entropy(logits, target, label_smoothing=smoothing)
+    mixer = Mixup(
+        mixup_alpha=mixup,
+        cutmix_alpha=cutmix,
+        prob=mix_prob,
+        switch_prob=switch_prob,
+        mode="batch",
+        label_smoothing=smoothing,
+        num_classes=num_classes,
+    )
+
+    def mix(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.shape[0] % 2:
+            raise ValueError(f"mixup/cutmix need an even batch size, got {x.shape[0]}")
+        return mixer(x, target)
+
+    return mix, SoftTargetCrossEntropy()
 
 
 def warp_statistics(results: Mapping[str, Any]) -> dict[str, float]:
@@ -86,6 +168,7 @@ def augmented_step(
     direction: str = "unwarp",
     loss_fn: Loss = F.cross_entropy,
     log_warps: bool = False,
+    mix: Mix | None = None,
 ) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
     """The task loss on a randomly warped batch (see the module docstring).
 
@@ -97,6 +180,7 @@ def augmented_step(
         direction: ``"unwarp"`` ($S^{-1}$) or ``"warp"`` ($S$), see `monowarp.RandomMonotoneScale`.
         loss_fn: ``loss_fn(logits, target)``, a scalar.
         log_warps: the model takes ``return_results`` (an adapted model): log `warp_statistics`.
+        mix: ``(x, target) -> (x, target)`` applied before the warp (`classification_recipe`).
     """
     import monowarp
 
@@ -112,12 +196,14 @@ def augmented_step(
 
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         x, target = prepare(batch)
+        if mix is not None:
+            x, target = mix(x, target)
         if augmentation is not None:
             x = augmentation(x)
         logits, stats = _forward(model, x, log_warps)
         logits = logits.float()
         loss = loss_fn(logits, target)
-        return loss, {"acc": float((logits.argmax(1) == target).float().mean()), **stats}
+        return loss, {"acc": _accuracy(logits, target), **stats}
 
     return step
 
@@ -131,6 +217,7 @@ def paired_step(
     direction: str = "unwarp",
     loss_fn: Loss = F.cross_entropy,
     log_warps: bool = False,
+    mix: Mix | None = None,
 ) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
     r"""Eq. 25: task loss on the clean and the warped halves plus ``weight`` x InvE between them.
 
@@ -143,6 +230,7 @@ def paired_step(
             (``"warp"``).
         loss_fn: ``loss_fn(logits, target)``, a scalar.
         log_warps: the model takes ``return_results``: log `warp_statistics`.
+        mix: ``(x, target) -> (x, target)`` applied before the warp; both halves share the mixed targets.
     """
     import lsmetrics
     import monowarp
@@ -155,6 +243,8 @@ def paired_step(
 
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         x, target = prepare(batch)
+        if mix is not None:
+            x, target = mix(x, target)
         g = monowarp.sample_monotone_scale(
             x.shape[0], tuple(grid), tuple(scale_range), device=x.device, dtype=x.dtype
         )
@@ -162,8 +252,78 @@ def paired_step(
         clean, warped = logits.float().chunk(2)
         ce = 0.5 * (loss_fn(clean, target) + loss_fn(warped, target))
         inv = lsmetrics.invariance_error(clean.softmax(1), warped.softmax(1), variant="paper")
-        acc = (clean.argmax(1) == target).float().mean()
-        metrics = {"ce": float(ce.detach()), "inv": float(inv.detach()), "acc": float(acc), **stats}
+        acc = _accuracy(clean, target)
+        metrics = {"ce": float(ce.detach()), "inv": float(inv.detach()), "acc": acc, **stats}
         return ce + weight * inv, metrics
+
+    return step
+
+
+def distillation_step(
+    prepare: Callable[[Any], tuple[torch.Tensor, torch.Tensor | None]],
+    teacher: nn.Module,
+    *,
+    temperature: float = 1.0,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    grid: tuple[int, int] = (4, 4),
+    direction: str = "unwarp",
+    log_warps: bool = False,
+) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
+    r"""Label-free tuning: the model on a rescaled image should predict what a frozen teacher predicts on the
+    original.
+
+    The loss is $T^2\,\mathrm{KL}(\mathrm{softmax}(t / T) \,\Vert\, \mathrm{softmax}(s / T))$ with $t$ the
+    teacher's logits on the original $x$ and $s$ the model's on the rescaled $x'$, averaged over the batch.
+    With the model a DEC-adapted copy of the teacher whose backbone is frozen, only the canonicalizer
+    learns, and it learns to undo the rescaling as far as the backbone is concerned: the invariance of
+    eq. 24 without a single label. The teacher runs without gradients, in eval mode, on the batch's device.
+
+    Args:
+        prepare: ``batch -> (x, x_rescaled)``, both `(B, C, H, W)`; ``x_rescaled`` ``None`` draws a random
+            monotone scaling of ``x`` ($\Phi \sim \Omega$ with ``scale_range`` and ``grid``) instead.
+        teacher: the frozen reference model (e.g. the pretrained classifier before adaptation).
+        temperature: softening temperature $T$ of both distributions.
+        scale_range: local scale factors of the random rescaling.
+        grid: knot intervals (N, M) of the random rescaling.
+        direction: ``"unwarp"`` ($S^{-1}$) or ``"warp"`` ($S$) for the random rescaling.
+        log_warps: the model takes ``return_results``: log `warp_statistics`.
+
+    Returns:
+        The step; its metrics are ``kl`` (the loss), ``agree`` (share of images on which the model's top-1
+        on the rescaled image equals the teacher's on the original) and the warp statistics.
+
+    Raises:
+        ValueError: a non-positive temperature or an unknown direction.
+    """
+    import monowarp
+
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if direction not in ("unwarp", "warp"):
+        raise ValueError(f"direction must be 'unwarp' or 'warp', got {direction!r}")
+    apply = monowarp.unwarp if direction == "unwarp" else monowarp.warp
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        x, rescaled = prepare(batch)
+        if rescaled is None:
+            g = monowarp.sample_monotone_scale(
+                x.shape[0], tuple(grid), tuple(scale_range), device=x.device, dtype=x.dtype
+            )
+            rescaled = apply(x, g)
+        if rescaled.shape != x.shape:
+            raise ValueError(
+                f"the rescaled batch must have the shape of the original {tuple(x.shape)}, "
+                f"got {tuple(rescaled.shape)}"
+            )
+        teacher.to(x.device).eval()
+        with torch.no_grad():
+            target = (teacher(x).float() / temperature).softmax(1)
+        logits, stats = _forward(model, rescaled, log_warps)
+        log_p = (logits.float() / temperature).log_softmax(1)
+        kl = F.kl_div(log_p, target, reduction="batchmean") * temperature**2
+        agree = (logits.argmax(1) == target.argmax(1)).float().mean()
+        return kl, {"kl": float(kl.detach()), "agree": float(agree), **stats}
 
     return step

@@ -1,0 +1,86 @@
+"""The canonicalizers of the methods, built from `lse_common.options.CanonOptions`, and the adapted model.
+
+`make_canonicalizer` turns the canon option group into deqcanon's factory for `latentcanon.adapt` (``canon``:
+a `deqcanon.DiscreteCanonicalizer`, ``optim``: a `deqcanon.OptimCanonicalizer`, ``dec``: a
+`deqcanon.DEQCanonicalizer`, all on the monotone scaling group); `adapt_for_method` puts them into a timm
+model: ``canon`` and ``optim`` at the input, ``dec`` before ``canon.layers``, in ``canon.mode`` (invariant,
+eq. 22, or equivariant, eq. 21). Any app whose model is a timm backbone uses these two.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .options import CanonOptions
+
+__all__ = ["CANONICALIZING_METHODS", "adapt_for_method", "make_canonicalizer"]
+
+CANONICALIZING_METHODS: tuple[str, ...] = ("canon", "optim", "dec")
+"""Methods whose model carries canonicalizers."""
+
+
+def make_canonicalizer(method: str, canon: CanonOptions):
+    """``in_channels -> canonicalizer`` of ``method`` for `latentcanon.adapt`, from deqcanon's registry.
+
+    Raises:
+        ValueError: for a method without a canonicalizer.
+    """
+    import deqcanon
+
+    if method not in CANONICALIZING_METHODS:
+        raise ValueError(
+            f"method {method!r} has no canonicalizer; those that do: {', '.join(CANONICALIZING_METHODS)}"
+        )
+    group = deqcanon.MonotoneScaleGroup(grid=tuple(canon.grid))
+    energy = {"width": canon.energy_width, "view_size": canon.energy_view_size}
+    options: dict[str, dict[str, Any]] = {
+        "canon": {
+            **energy,
+            "num_elements": canon.num_elements,
+            "sample_kwargs": {"scale_range": tuple(canon.scale_range)},
+            "candidates": canon.candidates,
+            "identity_bias": canon.identity_bias,
+        },
+        "optim": {**energy, "steps": canon.optim_steps, "step_size": canon.optim_step_size},
+        "dec": {
+            "widths": tuple(canon.dec_widths),
+            "view_size": canon.dec_view_size,
+            "head": canon.dec_head,
+            "temperature": canon.dec_temperature,
+            "init_scale": canon.dec_init_scale,
+            "solver": canon.dec_solver,
+            "max_iter": canon.dec_max_iter,
+            "tol": canon.dec_tol,
+            "backward": canon.dec_backward,
+        },
+    }
+    return deqcanon.canonicalizer_factory(method, group=group, **options[method])
+
+
+def adapt_for_method(
+    model: nn.Module, method: str, canon: CanonOptions, input_size: tuple[int, int, int]
+) -> nn.Module:
+    """``model`` with the canonicalizers of ``method`` (`latentcanon.adapt`), or ``model`` itself for a method
+    without them.
+
+    Args:
+        model: a timm model.
+        method: the method; ``canon`` and ``optim`` canonicalize the input, ``dec`` the layers
+            ``canon.layers``.
+        canon: the canonicalizer options.
+        input_size: ``(C, H, W)`` of the images.
+    """
+    import latentcanon
+
+    if method not in CANONICALIZING_METHODS:
+        return model
+    return latentcanon.adapt(
+        model,
+        layers=["input"] if method != "dec" else canon.layer_list,
+        mode=canon.mode,
+        source=canon.source,
+        canonicalizer=make_canonicalizer(method, canon),
+        input_size=tuple(input_size),
+    )
