@@ -93,6 +93,8 @@ def test_shapes_for_every_layout():
     assert f.dtype == np.float32 and f.shape == (2, 32, 40, 3)
     deep = rescale_object(img.astype(np.uint16) * 257, mask, [0.9, 1.1])  # 16 bits: the same picture
     assert deep.dtype == np.uint16 and np.abs(deep / 65535.0 - f).max() < 2 / 255
+    # arrays come back in C order, ready for OpenCV and torch.from_numpy
+    assert f.flags["C_CONTIGUOUS"] and inpaint_background(img, mask).flags["C_CONTIGUOUS"]
 
 
 def test_numpy_and_tensor_agree():

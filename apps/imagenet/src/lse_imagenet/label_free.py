@@ -81,7 +81,7 @@ def write_tuning_set(
         with Image.open(src / rec.mask_path) as im:
             mask = np.asarray(im.convert("L")) > 127
         ys, xs = np.nonzero(mask)
-        background = np.ascontiguousarray(monowarp.inpaint_background(image, mask, inpaint=inpaint))
+        background = monowarp.inpaint_background(image, mask, inpaint=inpaint)
         stem = Path(rec.path).with_suffix("").as_posix().removeprefix("images/").removesuffix("_s1.00")
         original = f"images/{stem}_s1.00.png"
         _save_png(image, out / original)

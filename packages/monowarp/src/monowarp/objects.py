@@ -197,7 +197,7 @@ class _Layout:
             y = y.round().clamp(info.min, info.max)
         arr = y.cpu().numpy()
         arr = arr[:, 0] if self.gray else arr.transpose(0, 2, 3, 1)
-        arr = arr.astype(self.dtype)
+        arr = np.ascontiguousarray(arr, dtype=self.dtype)  # OpenCV and torch.from_numpy want C order
         return arr[0] if factors is None else arr
 
 
