@@ -16,9 +16,9 @@ with its image (nearest neighbour), and the paired step's consistency term is th
 between the clean output warped by $\Phi$ and the output on the warped image (`dense_consistency`) instead of
 the invariance error.
 
-Both log the task accuracy (pixel accuracy for dense targets); a model that returns canonicalizer results (``return_results=True``) also gets
-the size of the warps it applies logged (`warp_statistics`), so that a canonicalizer that stays at the
-identity shows in the training log.
+Both log the task accuracy (pixel accuracy for dense targets); a model that returns canonicalizer results
+(``return_results=True``) also gets the size of the warps it applies logged (`warp_statistics`), so that a
+canonicalizer that stays at the identity shows in the training log.
 """
 
 from __future__ import annotations
