@@ -90,7 +90,11 @@ def _stage(
         data=dataclasses.replace(cfg.data, dir=str(root / "data")),
         model=cfg.model,
         train=dataclasses.replace(
-            cfg.train, out_dir=str(root / method), resume=not demo.overwrite, overwrite=demo.overwrite, **train
+            cfg.train,
+            out_dir=str(root / method),
+            resume=not demo.overwrite,
+            overwrite=demo.overwrite,
+            **train,
         ),
         aug=cfg.aug,
         canon=dataclasses.replace(cfg.canon, **(canon or {})),
@@ -114,7 +118,12 @@ def run_demo(cfg: Namespace) -> int:
         prepare_split(data, split, progress=cfg.runtime.progress)
     t_data = time.perf_counter() - t0
     aug = _stage(cfg, "aug", train={"epochs": demo.aug_epochs, "lr": demo.aug_lr})
-    fine_tune = {"epochs": demo.dec_epochs, "lr": demo.dec_lr, "grad_clip": 1.0, "init_from": aug.train.out_dir}
+    fine_tune = {
+        "epochs": demo.dec_epochs,
+        "lr": demo.dec_lr,
+        "grad_clip": 1.0,
+        "init_from": aug.train.out_dir,
+    }
     stages = [
         aug,
         _stage(

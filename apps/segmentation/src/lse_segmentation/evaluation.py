@@ -40,7 +40,14 @@ from tqdm.auto import tqdm
 import lsmetrics
 import monowarp
 from lse_common import broadcast_object, cleanup_distributed, init_distributed, load_checkpoint
-from lse_common.evaluation import batches, load_stored_result, run_weights, shard, store_result, weights_digest
+from lse_common.evaluation import (
+    batches,
+    load_stored_result,
+    run_weights,
+    shard,
+    store_result,
+    weights_digest,
+)
 from lse_common.objectives import warp_statistics
 from lse_common.options import RuntimeOptions
 
@@ -80,9 +87,8 @@ def run_config(run_dir: str | Path, ev: SegEval | None = None) -> tuple[Any, Pat
 def load_run(run_dir: str | Path, ev: SegEval | None = None) -> tuple[Any, SegmentationModel, Path]:
     """`run_config` and the trained model built from it, with the run's weights loaded."""
     cfg, weights = run_config(run_dir, ev)
-    model = build_model(
-        cfg.model, tuple(cfg.data.size), cfg.data.num_classes, cfg.method, cfg.canon, for_training=False
-    )
+    size = (cfg.data.size, cfg.data.size)
+    model = build_model(cfg.model, size, cfg.data.num_classes, cfg.method, cfg.canon, for_training=False)
     load_checkpoint(weights, model)
     return cfg, model, weights
 
@@ -204,7 +210,9 @@ def evaluate_model(
         actual = warped_logits.softmax(1)
         metrics["equ_paper"].update(expected, actual, valid)
         metrics["equ_reference"].update(expected, actual, valid)
-        metrics["miou_warped"].update(warped_logits.argmax(1), monowarp.warp(yr[:, None], g, mode="nearest")[:, 0])
+        metrics["miou_warped"].update(
+            warped_logits.argmax(1), monowarp.warp(yr[:, None], g, mode="nearest")[:, 0]
+        )
         if variants is not None:
             xv = _images(variants, idx, device)  # (B, V, 3, H, W)
             yv = torch.from_numpy(np.ascontiguousarray(split.variant_masks[idx])).to(device).long()
@@ -236,7 +244,7 @@ def _eval_settings(cfg: Any, ev: SegEval) -> dict[str, Any]:
         "size": ev.size,
         "data_dir_name": Path(data.dir).name,
         "data_seed": data.seed,
-        "image_size": list(data.size),
+        "image_size": data.size,
         "equ_rescalings": ev.equ_rescalings,
         "equ_scale_range": list(ev.equ_scale_range),
         "equ_grid": list(ev.equ_grid),
@@ -318,7 +326,7 @@ def evaluate_run(
         "backbone": cfg.model.backbone,
         "pretrained": bool(cfg.model.pretrained),
         "seed": cfg.train.seed,
-        "image_size": list(cfg.data.size),
+        "image_size": cfg.data.size,
         "split": ev.split,
         **by_inverse["exact"],
         "by_inverse": by_inverse,
@@ -329,7 +337,9 @@ def evaluate_run(
     }
     if write and info.is_main:
         store_result(Path(run_dir) / _result_file(ev), result)
-        _store_predictions(model, split, min(ev.figure_examples, n), device, Path(run_dir) / "predictions.npz")
+        _store_predictions(
+            model, split, min(ev.figure_examples, n), device, Path(run_dir) / "predictions.npz"
+        )
     logger.info(
         "%s: mIoU %.2f %%, EquE %.4f (paper) / %.4f (reference)",
         run_dir,
@@ -341,7 +351,9 @@ def evaluate_run(
 
 
 @torch.no_grad()
-def _store_predictions(model: SegmentationModel, split: Any, n: int, device: torch.device, path: Path) -> None:
+def _store_predictions(
+    model: SegmentationModel, split: Any, n: int, device: torch.device, path: Path
+) -> None:
     if n <= 0:
         return
     from lse_common import atomic_path

@@ -107,9 +107,9 @@ def _resample(width: int, factor: float) -> nn.Module:
     if factor == 1:
         return nn.Identity()
     if factor > 1:
-        f = int(round(factor))
+        f = round(factor)
         return nn.ConvTranspose2d(width, width, kernel_size=f, stride=f)
-    stride = int(round(1 / factor))
+    stride = round(1 / factor)
     return nn.Conv2d(width, width, 3, stride=stride, padding=1)
 
 
@@ -268,7 +268,9 @@ def create_backbone(
     indices = list(model.indices) if model.indices else default_indices(reductions_all, model.num_features)
     bad = [i for i in indices if not -len(info) <= i < len(info)]
     if bad:
-        raise ValueError(f"model.indices {bad} out of range for {model.backbone} ({len(info)} feature levels)")
+        raise ValueError(
+            f"model.indices {bad} out of range for {model.backbone} ({len(info)} feature levels)"
+        )
     indices = [i % len(info) for i in indices]
     cfg = backbone.pretrained_cfg or {}
     mean = [float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))]

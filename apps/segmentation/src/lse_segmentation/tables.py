@@ -66,7 +66,9 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         if all(len(r.get("by_inverse", {})) > 1 for r in runs):
             inverse[backbone][method] = {
                 inv: {
-                    key: dict(zip(("mean", "std"), mean_std([r["by_inverse"][inv][key] for r in runs]), strict=True))
+                    key: dict(
+                        zip(("mean", "std"), mean_std([r["by_inverse"][inv][key] for r in runs]), strict=True)
+                    )
                     for key in ("miou", "equ_paper", "equ_reference", "variant_consistency")
                     if all(key in r["by_inverse"][inv] for r in runs)
                 }
@@ -105,7 +107,11 @@ def markdown_tables(summary: dict[str, Any]) -> str:
         cells = []
         for b in backbones:
             rs = runs.get((b, m), [])
-            cells += [_cell(rs, "miou", 100, 2), _cell(rs, "equ_paper", 1, 4), _cell(rs, "equ_reference", 1, 4)]
+            cells += [
+                _cell(rs, "miou", 100, 2),
+                _cell(rs, "equ_paper", 1, 4),
+                _cell(rs, "equ_reference", 1, 4),
+            ]
         lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
     seeds = {b: max(e["n"] for e in table[b].values()) for b in backbones}
     lines.append("\nSeeds per cell: " + ", ".join(f"{b}: {n}" for b, n in seeds.items()) + "\n")
@@ -118,10 +124,13 @@ def markdown_tables(summary: dict[str, Any]) -> str:
         for m in methods:
             rs = runs.get((b, m), [])
             if rs:
-                lines.append(
-                    f"| {b} | {NAMES[m]} | {_cell(rs, 'miou_warped', 100, 2)} | {_cell(rs, 'variant_miou', 100, 2)}"
-                    f" | {_cell(rs, 'variant_consistency', 100, 1)} | {_cell(rs, 'warp_log_scale_mean', 1, 3)} |"
-                )
+                cells = [
+                    _cell(rs, "miou_warped", 100, 2),
+                    _cell(rs, "variant_miou", 100, 2),
+                    _cell(rs, "variant_consistency", 100, 1),
+                    _cell(rs, "warp_log_scale_mean", 1, 3),
+                ]
+                lines.append(f"| {b} | {NAMES[m]} | " + " | ".join(cells) + " |")
     lines.append(
         "\nwarp size: mean |log slope| of the canonicalizers' warps on the test images (0: the identity).\n"
     )
@@ -134,10 +143,8 @@ def markdown_tables(summary: dict[str, Any]) -> str:
         for b, per in summary["inverse"].items():
             for m, by in per.items():
                 for inv, e in by.items():
-                    lines.append(
-                        f"| {b} | {NAMES[m]} | {inv} | {100 * e['miou']['mean']:.2f} | {e['equ_paper']['mean']:.4f}"
-                        f" | {e['equ_reference']['mean']:.4f} |"
-                    )
+                    miou, equ, ref = e["miou"]["mean"], e["equ_paper"]["mean"], e["equ_reference"]["mean"]
+                    lines.append(f"| {b} | {NAMES[m]} | {inv} | {100 * miou:.2f} | {equ:.4f} | {ref:.4f} |")
         lines.append("")
     if summary["paired"]:
         lines.append("### Paired differences against Aug (same backbone and seed)\n")
@@ -165,9 +172,14 @@ def markdown_tables(summary: dict[str, Any]) -> str:
 
 
 def aggregate(
-    results: list[dict[str, Any]], results_dir: str | Path, *, figure: bool = True, num_classes: int | None = None
+    results: list[dict[str, Any]],
+    results_dir: str | Path,
+    *,
+    figure: bool = True,
+    num_classes: int | None = None,
 ) -> dict[str, Any]:
-    """Write ``table1.md``, ``table1.json`` and the prediction figures to ``results_dir``; return the summary."""
+    """Write ``table1.md``, ``table1.json`` and the prediction figures to ``results_dir``; return the
+    summary."""
     if not results:
         raise ValueError("no evaluated runs to aggregate")
     out = Path(results_dir)
@@ -185,6 +197,8 @@ def aggregate(
             }
             if runs:
                 ordered = {NAMES[m]: runs[m] for m in METHODS if m in runs}
-                files.append(str(plot_predictions(ordered, out / f"predictions_{backbone}.png", title=backbone)))
+                files.append(
+                    str(plot_predictions(ordered, out / f"predictions_{backbone}.png", title=backbone))
+                )
     summary["files"] = files
     return summary

@@ -106,13 +106,16 @@ def train(cfg: Any) -> dict:
 
     method, data, model, opts = cfg.method, cfg.data, cfg.model, cfg.train
     out = default_run_dir(opts.out_dir, model.backbone, method, opts.seed)
-    size = tuple(data.size)
+    size = (data.size, data.size)
     loss_fn = make_loss(data.num_classes, model.background_weight)
 
     def prepare(progress: bool):
         train_split = prepare_split(data, "train", progress=progress)
-        val_split = prepare_split(data, "val", progress=progress)
-        return SegmentationDataset(train_split), SegmentationDataset(val_split)
+        if data.val_size == 0:
+            return SegmentationDataset(train_split), None
+        return SegmentationDataset(train_split), SegmentationDataset(
+            prepare_split(data, "val", progress=progress)
+        )
 
     canon = cfg.canon
     job = TrainingJob(
