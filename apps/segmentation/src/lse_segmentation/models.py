@@ -254,6 +254,8 @@ def create_backbone(
         kwargs["img_size"] = tuple(size)
     if "swin" in name and model.window_size is not None:
         kwargs["window_size"] = model.window_size
+    if model.patch_size is not None:
+        kwargs["patch_size"] = model.patch_size
     if model.depth is not None:
         kwargs["depth" if "swin" not in name else "depths"] = model.depth
     backbone = latentcanon.create_model(

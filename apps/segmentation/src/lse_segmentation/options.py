@@ -144,6 +144,7 @@ class SegModel:
         head_width: channels inside the head.
         window_size: Swin's attention window (small images need a small one).
         depth: blocks of a ViT (or Swin's depths) built smaller than the named model (random init only).
+        patch_size: a ViT's patch size other than the named model's (random init only; small images).
         background_weight: cross-entropy weight of the background class (appendix A1: 0.1).
     """
 
@@ -157,6 +158,7 @@ class SegModel:
     head_width: PositiveInt = 64
     window_size: PositiveInt | None = None
     depth: int | list[int] | None = None
+    patch_size: PositiveInt | None = None
     background_weight: float = 0.1
 
     def __post_init__(self) -> None:
