@@ -14,7 +14,7 @@ checkpoint holds the weights), on the test split (``eval.split val`` for the val
 - ``miou_warped``: mIoU on the warped images against the warped label maps;
 - ``variant_miou`` and ``variant_consistency``: on the distance variants of each test scene (the same objects
   rendered at other distances), the mIoU over all variants, and the share of objects (a class present in
-  every variant of a scene) whose majority predicted label is the same in every variant;
+  the scene and every variant) whose majority predicted label is the same in the scene and every variant;
 - for models with canonicalizers: the size of their warps (``warp_log_scale_mean``: mean $|\log|$ slope, 0
   for the identity) and, for each of ``eval.inverses`` (``exact``, ``approximate``), the metrics above with
   $S$ using that inverse (``by_inverse``): the same weights with monowarp's exact inverse and with the
@@ -219,7 +219,8 @@ def evaluate_model(
             b, v = xv.shape[:2]
             pv = model(xv.flatten(0, 1)).argmax(1).view(b, v, *xv.shape[-2:])
             metrics["variant_miou"].update(pv.flatten(0, 1), yv.flatten(0, 1))
-            c, o = variant_consistency(pv, yv, num_classes)
+            pred = logits.argmax(1)[:, None]  # the scene itself and its variants
+            c, o = variant_consistency(torch.cat([pred, pv], 1), torch.cat([y[:, None], yv], 1), num_classes)
             consistent, objects = consistent + c, objects + o
         bar.update(len(idx))
     bar.close()

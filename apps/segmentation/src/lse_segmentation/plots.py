@@ -1,4 +1,5 @@
-"""The prediction figure: test images, their ground truth and each method's predicted labels."""
+"""The prediction figure: test images, their ground truth and each method's predicted labels (the data's
+label colours, `lse_segmentation.data.mask_colors`)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["label_colors", "plot_predictions"]
-
-
-def label_colors(num_labels: int, seed: int = 0) -> np.ndarray:
-    """`(num_labels, 3)` uint8 colours: black for the background (0), distinct random colours for the rest."""
-    rng = np.random.default_rng(seed)
-    colors = rng.integers(40, 256, size=(num_labels, 3), dtype=np.uint8)
-    colors[0] = 0
-    return colors
+__all__ = ["plot_predictions"]
 
 
 def plot_predictions(runs: dict[str, str | Path], path: str | Path, *, title: str = "") -> Path:
@@ -33,6 +26,8 @@ def plot_predictions(runs: dict[str, str | Path], path: str | Path, *, title: st
 
     from lse_common import atomic_path
 
+    from .data import mask_colors
+
     loaded = {name: np.load(p) for name, p in runs.items()}
     if not loaded:
         raise ValueError("runs is empty: nothing to plot")
@@ -40,7 +35,7 @@ def plot_predictions(runs: dict[str, str | Path], path: str | Path, *, title: st
     images, masks = first["images"], first["masks"]
     n = len(images)
     top = int(max(masks.max(), *(d["preds"].max() for d in loaded.values()))) + 1
-    colors = label_colors(max(top, 2))
+    colors = mask_colors(max(top - 1, 1))  # the data's colours: black background
     cols = 2 + len(loaded)
     fig, axes = plt.subplots(n, cols, figsize=(2.0 * cols, 2.0 * n * images.shape[1] / images.shape[2] + 0.4))
     axes = np.atleast_2d(axes)
