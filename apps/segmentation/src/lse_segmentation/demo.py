@@ -1,6 +1,7 @@
 """``lse-segmentation demo``: Table 1 in miniature, in a few minutes on 2 CPU cores.
 
-1. Data: render a small set of scenes (train / validation / test with distance variants).
+1. Data: render the small data set (`lse_segmentation.options.SMALL_DATA`: 64x64 images of 10 object
+   classes, 300 training, 50 validation and 100 test scenes with 2 distance variants each).
 2. ``aug``: fine-tune an ImageNet-pretrained EfficientNet-Lite0 (weights that ship in a package) with its
    DPT-style head, under random monotone scaling augmentation of images and label maps.
 3. ``dec``: from the ``aug`` weights, add DECs in the equivariant form of eq. 21 (at the input, with the
@@ -29,6 +30,8 @@ from typing import Any, Literal
 
 from jsonargparse import Namespace
 from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
+
+from .options import SMALL_DATA
 
 __all__ = ["DEMO_DEFAULTS", "DemoOptions", "run_demo"]
 
@@ -65,6 +68,7 @@ class DemoOptions:
 
 
 DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {k: v for k, v in SMALL_DATA.items() if k != "dir"},  # the demo's data go under demo.out_dir
     "model": {"backbone": "tf_efficientnet_lite0", "pretrained": True, "head_width": 32},
     "train": {"batch_size": 16, "sched": "cosine", "weight_decay": 0.01, "log_every": 10},
     "canon": {
