@@ -4,8 +4,8 @@ Each subcommand takes its own option groups (``lse-segmentation train --help`` l
 ``--<group>.<field>`` or as keys of the YAML file given with ``--config`` (flags after it win);
 ``--print_config`` prints the resolved options. Examples::
 
-    lse-segmentation data --config apps/segmentation/configs/cpu/data.yaml --preview samples.png
-    lse-segmentation data --config apps/segmentation/configs/paper/data.yaml       # the paper's data set
+    lse-segmentation data --data apps/segmentation/configs/cpu/data.yaml --preview samples.png
+    lse-segmentation data --data apps/segmentation/configs/paper/data.yaml       # the paper's data set
     lse-segmentation data --data.size 256 --benchmark true                         # render speed
     lse-segmentation train --config apps/segmentation/configs/cpu/aug.yaml --train.seed 1
     torchrun --nproc_per_node 2 -m lse_segmentation train --config ...   # DistributedDataParallel

@@ -2,9 +2,10 @@
 `lse_common.options`.
 
 On the command line a field is ``--<group>.<field>`` (``--data.size 64``), in a YAML file a key of the group's
-mapping (``data: {size: 64}``). ``apps/segmentation/configs/paper/data.yaml`` is the paper's data set (Sec.
-5.1: 100 objects, 6,000 training and 2,000 test images at 256x256), ``configs/cpu/data.yaml`` the small one of
-the tests and the demo (`SMALL_DATA`).
+mapping (``data: {size: 64}``); ``--data FILE`` (or ``data: FILE`` in a config) reads the group from a file
+of its own. ``apps/segmentation/configs/paper/data.yaml`` is the paper's data set (Sec. 5.1: 100 objects,
+6,000 training and 2,000 test images at 256x256), ``configs/cpu/data.yaml`` the small one of the tests and
+the demo (`SMALL_DATA`).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pybullet as p
@@ -45,6 +46,7 @@ __all__ = [
     "RenderConfig",
     "RenderedScene",
     "Renderer",
+    "Shot",
     "benchmark_render",
     "generate_scene",
     "load_classes",
@@ -66,6 +68,7 @@ class ObjectClass:
         kind: ``urdf`` (loaded with ``loadURDF``) or ``obj`` (a bare Wavefront mesh).
         path: the file, relative to ``pybullet_data``.
         scale: the factor that scales the mesh's bounding sphere to radius 1.
+        rgba: the colour of a bare mesh (its material's), or ``None``.
     """
 
     id: int
@@ -73,12 +76,15 @@ class ObjectClass:
     kind: str
     path: str
     scale: float
+    rgba: tuple[float, float, float, float] | None = None
 
 
 @lru_cache(maxsize=1)
 def _all_classes() -> tuple[ObjectClass, ...]:
     doc = json.loads(resources.files("lse_segmentation").joinpath("classes.json").read_text())
-    return tuple(ObjectClass(**c) for c in doc["classes"])
+    return tuple(
+        ObjectClass(**{**c, "rgba": tuple(c["rgba"]) if "rgba" in c else None}) for c in doc["classes"]
+    )
 
 
 MAX_CLASSES = 100
@@ -136,6 +142,22 @@ class RenderConfig:
         return 1.0 / (self.object_size * math.tan(math.radians(self.fov) / 2))
 
 
+class Shot(NamedTuple):
+    """One rendering of a scene.
+
+    Args:
+        image: `(H, W, 3)` uint8, the objects over the background crop.
+        mask: `(H, W)` uint8 class labels, 0 = background.
+        visible: `(K,)` visible pixels of each object.
+        depth: `(H, W)` float32 depth buffer in ``[0, 1]`` (1 where no object is).
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    visible: np.ndarray
+    depth: np.ndarray
+
+
 @dataclass
 class RenderedScene:
     """A rendered scene and its distance variants.
@@ -186,6 +208,8 @@ class Renderer:
             self.backgrounds = load_backgrounds(self.config.backgrounds, size=self.config.size)
         self._client = p.connect(p.DIRECT)
         self._physics: int | None = None
+        self._shapes: dict[int, tuple[int, int]] = {}
+        self._bodies: list[int] = []
         self._root = Path(pybullet_data.getDataPath())
         c = self.config
         self._view = p.computeViewMatrix([0, 0, 0], [0, 1, 0], [0, 0, 1], physicsClientId=self._client)
@@ -213,19 +237,32 @@ class Renderer:
 
     def _load(self, label: int, client: int) -> tuple[int, np.ndarray]:
         """Load class ``label`` normalised to a unit bounding sphere; its body id and the offset of its
-        bounding-box centre from the base frame (in the base frame)."""
+        bounding-box centre from the base frame (in the base frame). The render client keeps the parsed
+        meshes between scenes (pybullet's graphics-shape cache, and the shapes of bare meshes)."""
         cls = self.classes[label - 1]
         path = str(self._root / cls.path)
         if cls.kind == "urdf":
-            body = p.loadURDF(path, globalScaling=cls.scale, physicsClientId=client)
+            flags = p.URDF_ENABLE_CACHED_GRAPHICS_SHAPES if client == self._client else 0
+            body = p.loadURDF(path, globalScaling=cls.scale, flags=flags, physicsClientId=client)
         else:
-            vis = p.createVisualShape(
-                p.GEOM_MESH, fileName=path, meshScale=[cls.scale] * 3, physicsClientId=client
-            )
-            col = p.createCollisionShape(
-                p.GEOM_MESH, fileName=path, meshScale=[cls.scale] * 3, physicsClientId=client
-            )
-            body = p.createMultiBody(0.1, col, vis, physicsClientId=client)
+            shapes = self._shapes.get(label) if client == self._client else None
+            if shapes is None:
+                scale = [cls.scale] * 3
+                shapes = (
+                    p.createCollisionShape(
+                        p.GEOM_MESH, fileName=path, meshScale=scale, physicsClientId=client
+                    ),
+                    p.createVisualShape(
+                        p.GEOM_MESH,
+                        fileName=path,
+                        meshScale=scale,
+                        rgbaColor=list(cls.rgba) if cls.rgba else None,
+                        physicsClientId=client,
+                    ),
+                )
+                if client == self._client:
+                    self._shapes[label] = shapes
+            body = p.createMultiBody(0.1, *shapes, physicsClientId=client)
         pos, orn = p.getBasePositionAndOrientation(body, physicsClientId=client)
         low, high = p.getAABB(body, physicsClientId=client)
         centre = (np.asarray(low) + np.asarray(high)) / 2 - np.asarray(pos)
@@ -250,7 +287,8 @@ class Renderer:
             for _ in range(SETTLE_STEPS):
                 p.stepSimulation(physicsClientId=client)
             _, rest = p.getBasePositionAndOrientation(body, physicsClientId=client)
-            tilt_q = p.getQuaternionFromEuler([-math.radians(float(tilt)), 0, 0])
+            # a rotation about x by +tilt turns the up axis towards the camera (-y): seen from above
+            tilt_q = p.getQuaternionFromEuler([math.radians(float(tilt)), 0, 0])
             orientations.append(p.multiplyTransforms([0, 0, 0], tilt_q, [0, 0, 0], rest)[1])
         return Scene(**{**scene.__dict__, "orientations": np.asarray(orientations, dtype=np.float64)})
 
@@ -262,16 +300,12 @@ class Renderer:
         u, v = float(center[0]), float(center[1])
         return np.array([(2 * u - 1) * t * z, z, -(2 * v - 1) * t * z])
 
-    def render(self, scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Render ``scene`` over its background.
-
-        Returns:
-            `(H, W, 3)` uint8 image, `(H, W)` uint8 mask of class labels (0 = background) and `(K,)` visible
-            pixels per object.
-        """
+    def render(self, scene: Scene) -> Shot:
+        """Render ``scene`` over its background (image, mask, visible pixels per object, depth buffer)."""
         c, client = self.config, self._client
-        p.resetSimulation(physicsClientId=client)
-        bodies = []
+        for body in self._bodies:
+            p.removeBody(body, physicsClientId=client)
+        self._bodies = bodies = []
         for label, center, scale, q in zip(
             scene.classes, scene.centers, scene.scales, scene.orientations, strict=True
         ):
@@ -282,7 +316,7 @@ class Renderer:
             )
             bodies.append(body)
         light = scene.light
-        _, _, rgba, _, seg = p.getCameraImage(
+        _, _, rgba, depth, seg = p.getCameraImage(
             c.size,
             c.size,
             self._view,
@@ -303,7 +337,7 @@ class Renderer:
         visible = (mask[None] == np.asarray(scene.classes, dtype=np.uint8)[:, None, None]).sum(axis=(1, 2))
         background = self.backgrounds.crop(scene.background, scene.crop, scene.flip, c.size)
         image = np.where(mask[..., None] > 0, rgb, background)
-        return image, mask, visible
+        return Shot(image, mask, visible, np.asarray(depth, dtype=np.float32).reshape(c.size, c.size))
 
 
 def generate_scene(renderer: Renderer, index: int) -> RenderedScene:
@@ -317,22 +351,22 @@ def generate_scene(renderer: Renderer, index: int) -> RenderedScene:
         scene, variant_scales = sampler.sample(rng, c.variants)
         if c.settle:
             scene = renderer.settle(scene, rng)
-        image, mask, visible = renderer.render(scene)
-        if np.any(visible < least):
+        shot = renderer.render(scene)
+        if np.any(shot.visible < least):
             continue
         shots = [renderer.render(scene.with_scales(s)) for s in variant_scales]
-        if any(np.any(v < least) for _, _, v in shots):
+        if any(np.any(s.visible < least) for s in shots):
             continue
         h = w = c.size
         return RenderedScene(
             index=index,
             scene=scene,
-            image=image,
-            mask=mask,
-            visible=visible,
+            image=shot.image,
+            mask=shot.mask,
+            visible=shot.visible,
             variant_scales=variant_scales,
-            variant_images=np.stack([s[0] for s in shots]) if shots else np.zeros((0, h, w, 3), np.uint8),
-            variant_masks=np.stack([s[1] for s in shots]) if shots else np.zeros((0, h, w), np.uint8),
+            variant_images=np.stack([s.image for s in shots]) if shots else np.zeros((0, h, w, 3), np.uint8),
+            variant_masks=np.stack([s.mask for s in shots]) if shots else np.zeros((0, h, w), np.uint8),
             redraws=redraws,
         )
     raise RuntimeError(

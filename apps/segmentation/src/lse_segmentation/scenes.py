@@ -114,11 +114,11 @@ class SceneSampler:
             return None
         need = SEPARATION * (radii[:, None] + radii[None, :])
         off_diag = ~np.eye(k, dtype=bool)
-        for _ in range(tries):
-            c = low[:, None] + rng.random((k, 2)) * (1 - 2 * low)[:, None]
-            dist = np.linalg.norm(c[:, None] - c[None, :], axis=-1)
-            if np.all(dist[off_diag] >= need[off_diag]):
-                return c
+        c = low[:, None] + rng.random((tries, k, 2)) * (1 - 2 * low)[:, None]
+        dist = np.linalg.norm(c[:, :, None] - c[:, None], axis=-1)
+        ok = np.all((dist >= need) | ~off_diag, axis=(1, 2))
+        if ok.any():
+            return c[int(np.argmax(ok))]
         return None
 
     def sample(self, rng: np.random.Generator, variants: int = 0) -> tuple[Scene, np.ndarray]:
