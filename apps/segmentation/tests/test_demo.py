@@ -14,11 +14,12 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 @pytest.mark.parametrize("protocol", ["cpu", "paper"])
 @pytest.mark.parametrize("method", ["aug", "augl", "canon", "dec"])
 def test_train_configs_parse(protocol, method, capsys):
-    data, cfg = CONFIGS / protocol / "data.yaml", CONFIGS / protocol / f"{method}.yaml"
-    assert main(["train", "--config", str(data), "--config", str(cfg), "--print_config"]) == 0
+    cfg = CONFIGS / protocol / f"{method}.yaml"  # it reads data.yaml beside it (data: data.yaml)
+    assert main(["train", "--config", str(cfg), "--print_config"]) == 0
     out = capsys.readouterr().out
     assert f"method: {method}" in out
     assert "background_weight: 0.1" in out
+    assert f"size: {64 if protocol == 'cpu' else 256}" in out
 
 
 @pytest.mark.parametrize("protocol", ["cpu", "paper"])

@@ -19,7 +19,7 @@ read -r -a EXTRA <<< "${MODEL_ARGS:-}"
 read -r -a AUG_EXTRA <<< "${AUG_ARGS:-}"
 SPECS=("$@")
 [ ${#SPECS[@]} -gt 0 ] || SPECS=(tf_efficientnet_lite0:pretrained)
-lse-segmentation data --config "$CFG/data.yaml" --runtime.progress false
+lse-segmentation data --data "$CFG/data.yaml" --runtime.progress false
 for SPEC in "${SPECS[@]}"; do
   B="${SPEC%%:*}"
   PRETRAINED=true
@@ -29,7 +29,7 @@ for SPEC in "${SPECS[@]}"; do
       RUN="$ROOT/$B/$M-s$S"
       FROM=("${AUG_EXTRA[@]}")
       [ "$M" = aug ] || FROM=(--train.init_from "$ROOT/$B/aug-s$S")
-      [ -f "$RUN/final.safetensors" ] || lse-segmentation train --config "$CFG/data.yaml" --config "$CFG/$M.yaml" \
+      [ -f "$RUN/final.safetensors" ] || lse-segmentation train --config "$CFG/$M.yaml" \
         --model.backbone "$B" --model.pretrained "$PRETRAINED" --train.seed "$S" --train.out_dir "$RUN" \
         --train.resume true --runtime.threads "$THREADS" --runtime.progress false "${EXTRA[@]}" "${FROM[@]}"
       lse-segmentation evaluate --config "$CFG/evaluate.yaml" --runtime.threads "$THREADS" \

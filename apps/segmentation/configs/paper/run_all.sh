@@ -7,7 +7,7 @@ set -euo pipefail
 CFG="$(dirname "$0")"
 SEEDS="${SEEDS:-0}"
 NPROC="${NPROC:-1}"
-lse-segmentation data --config "$CFG/data.yaml"
+lse-segmentation data --data "$CFG/data.yaml"
 declare -A BACKBONES=(
   [vit]="vit_base_patch16_224"
   [swin]="swin_base_patch4_window8_256"
@@ -24,7 +24,7 @@ for FAM in vit swin dinov2; do
       FROM=()
       [ "$M" = aug ] || FROM=(--train.init_from "runs/seg/$B/aug-s$S")
       [ -f "$RUN/final.safetensors" ] || torchrun --nproc_per_node "$NPROC" -m lse_segmentation train \
-        --config "$CFG/data.yaml" --config "$CFG/$M.yaml" --model.backbone "$B" --train.seed "$S" \
+        --config "$CFG/$M.yaml" --model.backbone "$B" --train.seed "$S" \
         --train.out_dir "$RUN" --train.resume true --runtime.progress false "${WEIGHTS[@]}" "${FROM[@]}"
       torchrun --nproc_per_node "$NPROC" -m lse_segmentation evaluate --config "$CFG/evaluate.yaml" \
         --runtime.progress false --runs "$RUN" --eval.results_dir "$RUN/results"
