@@ -61,7 +61,7 @@ class DemoOptions:
     aug_lr: PositiveFloat = 2e-3
     dec_epochs: PositiveInt = 2
     dec_lr: PositiveFloat = 2e-4
-    dec_canon_lr: PositiveFloat = 2e-3
+    dec_canon_lr: PositiveFloat = 1e-2
     dec_consistency: NonNegativeFloat = 0.0
     extra_method: Literal["augl", "canon", "none"] = "none"
     docs_dir: str | None = None
