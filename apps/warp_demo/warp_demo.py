@@ -10,7 +10,7 @@ figure). It
 4. prints how far the round trip of the coordinates, $l(l^{-1}(p))$, is from $p$ in pixels, for monowarp's
    exact inverse and for the approximation of the paper (appendix A2.2: "we approximate the inverse
    function $l^{-1}$ by computing the inverses of each $l_{x_i}$ and $l_{y_j}$ individually"), which is
-   implemented here only, as a labelled comparison, and
+   `monowarp.approximate_inverse_map`, a labelled comparison, and
 5. saves a figure in the style of the paper's Fig. 4 (warped grid, round trip, local scale map) and a map of
    the two round-trip errors.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from monowarp import MonotoneScale, pixel_grid, sample_monotone_scale, unwarp, warp
+from monowarp import MonotoneScale, approximate_inverse_map, pixel_grid, sample_monotone_scale, unwarp, warp
 
 __all__ = ["IMAGES", "DemoResult", "approximate_inverse_map", "load_image", "main", "run_demo"]
 
@@ -72,30 +72,6 @@ class DemoResult:
             f"{self.approx_max_px:>11.2f}{self.approx_image_mae:>19.4f}",
         ]
         return "\n".join(rows)
-
-
-def approximate_inverse_map(
-    element: MonotoneScale, size: Sequence[int], *, align_corners: bool = True
-) -> torch.Tensor:
-    """The paper's approximate $l^{-1}$ at every pixel, `(B, H, W, 2)` (comparison only, not exact).
-
-    As in appendix A2.2 and the authors' code: the dense map $l$ at the pixels is inverted one pixel row and
-    one pixel column at a time,
-    $\\hat l^{-1}(x, y) = \\big((l_X(\\cdot, y))^{-1}(x),\\ (l_Y(x, \\cdot))^{-1}(y)\\big)$
-    (searchsorted + linear interpolation). Exact for separable maps, off by up to many pixels otherwise,
-    because the row through the output point $y$ is not the row the content came from.
-    """
-    h, w = size
-    dense = element.dense_map((h, w), align_corners=align_corners)  # (B, H, W, 2)
-    pix = pixel_grid((h, w), align_corners=align_corners, device=dense.device, dtype=dense.dtype)
-    xs, ys = pix[0, :, 0], pix[:, 0, 1]  # (W,), (H,)
-    b = dense.shape[0]
-    # rows: x -> l_X(x, y_r) is increasing; invert it at the pixel x positions
-    inv_x = _interp1d(dense[..., 0].contiguous(), xs.expand(b, h, w), xs.expand(b, h, w).contiguous())
-    # columns: y -> l_Y(x_c, y) is increasing; invert it at the pixel y positions
-    cols = dense[..., 1].transpose(1, 2).contiguous()  # (B, W, H)
-    inv_y = _interp1d(cols, ys.expand(b, w, h), ys.expand(b, w, h).contiguous()).transpose(1, 2)
-    return torch.stack([inv_x, inv_y], dim=-1).clamp(0, 1)
 
 
 def load_image(name: str = "astronaut", *, max_size: int | None = None) -> torch.Tensor:
@@ -227,21 +203,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- private
-def _interp1d(xs: torch.Tensor, ys: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear interpolation through breakpoints ``(xs, ys)`` `(..., K)` at ``t`` `(..., P)`.
-
-    ``xs`` is non-decreasing; outside ``[xs[0], xs[-1]]`` the end intervals are extended linearly.
-    """
-    k = xs.shape[-1]
-    idx = (torch.searchsorted(xs.contiguous(), t.contiguous(), right=True) - 1).clamp_(0, k - 2)
-    x0, x1 = torch.gather(xs, -1, idx), torch.gather(xs, -1, idx + 1)
-    y0, y1 = torch.gather(ys, -1, idx), torch.gather(ys, -1, idx + 1)
-    dx = x1 - x0
-    pos = dx > 0
-    w = torch.where(pos, (t - x0) / torch.where(pos, dx, torch.ones_like(dx)), torch.zeros_like(dx))
-    return y0 + w * (y1 - y0)
-
-
 def _figures(
     out: Path,
     name: str,

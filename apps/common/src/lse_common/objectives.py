@@ -10,16 +10,21 @@ A step is what `lse_common.engine.Trainer` calls, ``step(model, batch) -> (loss,
   the loss is the mean task loss of both halves plus ``weight`` times the invariance error (eq. 24,
   squared L2) between their softmax outputs (`lsmetrics.invariance_error`). InvL is this step on the
   plain model; on a canonicalizing model it adds a consistency term to the canonicalizer's training.
-
 - `distillation_step`: label-free tuning, e.g. of a canonicalizer on a frozen backbone: a frozen teacher sees
   the original image, the model a rescaled version of it (a pair the data gives, or a random monotone
   scaling of the original), and the loss is the KL divergence of the model's prediction from the
   teacher's. No labels are needed, so a DEC can be tuned on any unlabelled images.
 
-Both supervised steps log the task accuracy and take an optional batch transform ``mix(x, target)`` applied
-before the warp (timm's mixup/cutmix, which turns the targets into soft `(B, K)` rows; the accuracy is then
-taken against the targets' argmax). `classification_recipe` builds that transform and the matching loss
-(soft-target cross-entropy, label smoothing) from the usual fine-tuning settings with timm's own classes.
+Both supervised steps log the task accuracy (pixel accuracy for dense targets) and take an optional batch
+transform ``mix(x, target)`` applied before the warp (timm's mixup/cutmix, which turns the targets into soft
+`(B, K)` rows; the accuracy is then taken against the targets' argmax). `classification_recipe` builds that
+transform and the matching loss (soft-target cross-entropy, label smoothing) from the usual fine-tuning
+settings with timm's own classes.
+
+With ``dense=True`` both take dense predictions (segmentation): the target is a label map `(B, H, W)` warped
+with its image (nearest neighbour), and the paired step's consistency term is the equivariance error of eq. 23
+between the clean output warped by $\Phi$ and the output on the warped image (`dense_consistency`) instead of
+the invariance error.
 
 A model that returns canonicalizer results (``return_results=True``) also gets the size of the warps it
 applies logged (`warp_statistics`), so that a canonicalizer that stays at the identity shows in the training
@@ -38,6 +43,7 @@ from torch import nn
 __all__ = [
     "augmented_step",
     "classification_recipe",
+    "dense_consistency",
     "distillation_step",
     "paired_step",
     "warp_statistics",
@@ -152,6 +158,28 @@ def warp_statistics(results: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def dense_consistency(
+    clean_logits: torch.Tensor, warped_logits: torch.Tensor, apply: Callable[..., torch.Tensor], g: Any
+) -> torch.Tensor:
+    r"""EquE (eq. 23, squared L2) between $S(M(I); \Phi)$ and $M(S(I; \Phi))$ as a loss, on valid pixels.
+
+    As in the authors' code the logits are warped, then turned into probabilities. Pixels the warp fills from
+    outside the image (zero padding of a warped all-ones map below 1/2) are left out.
+
+    Args:
+        clean_logits: `(B, C, H, W)` logits $M(I)$.
+        warped_logits: `(B, C, H, W)` logits $M(S(I; \Phi))$.
+        apply: the warp the input went through, ``apply(x, g, **kwargs)`` (`monowarp.warp` or ``unwarp``).
+        g: the group element $\Phi$.
+    """
+    import lsmetrics
+
+    ones = torch.ones_like(clean_logits[:, :1])
+    valid = apply(ones, g, mode="nearest", padding_mode="zeros") > 0.5
+    expected = apply(clean_logits, g).softmax(1)
+    return lsmetrics.equivariance_error(expected, warped_logits.softmax(1), variant="paper", valid=valid)
+
+
 def _forward(model: nn.Module, x: torch.Tensor, log_warps: bool) -> tuple[torch.Tensor, dict[str, float]]:
     if not log_warps:
         return model(x), {}
@@ -169,6 +197,7 @@ def augmented_step(
     loss_fn: Loss = F.cross_entropy,
     log_warps: bool = False,
     mix: Mix | None = None,
+    dense: bool = False,
 ) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
     """The task loss on a randomly warped batch (see the module docstring).
 
@@ -181,6 +210,7 @@ def augmented_step(
         loss_fn: ``loss_fn(logits, target)``, a scalar.
         log_warps: the model takes ``return_results`` (an adapted model): log `warp_statistics`.
         mix: ``(x, target) -> (x, target)`` applied before the warp (`classification_recipe`).
+        dense: the target is a label map `(B, H, W)`, warped with its image (nearest neighbour).
     """
     import monowarp
 
@@ -193,12 +223,19 @@ def augmented_step(
         if p > 0
         else None
     )
+    if augmentation is not None and dense:
+        from kornia.augmentation import AugmentationSequential
+
+        augmentation = AugmentationSequential(augmentation, data_keys=["input", "mask"])
 
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         x, target = prepare(batch)
         if mix is not None:
             x, target = mix(x, target)
-        if augmentation is not None:
+        if augmentation is not None and dense:
+            x, target = augmentation(x, target[:, None])
+            target = target[:, 0]
+        elif augmentation is not None:
             x = augmentation(x)
         logits, stats = _forward(model, x, log_warps)
         logits = logits.float()
@@ -218,8 +255,12 @@ def paired_step(
     loss_fn: Loss = F.cross_entropy,
     log_warps: bool = False,
     mix: Mix | None = None,
+    dense: bool = False,
 ) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
     r"""Eq. 25: task loss on the clean and the warped halves plus ``weight`` x InvE between them.
+
+    With ``dense``, the warped half's label map is warped too and the consistency term is EquE (eq. 23,
+    `dense_consistency`): the dense form of the equivariance loss (AugL).
 
     Args:
         prepare: ``batch -> (x, target)``.
@@ -231,6 +272,7 @@ def paired_step(
         loss_fn: ``loss_fn(logits, target)``, a scalar.
         log_warps: the model takes ``return_results``: log `warp_statistics`.
         mix: ``(x, target) -> (x, target)`` applied before the warp; both halves share the mixed targets.
+        dense: label maps `(B, H, W)` and the equivariance term (see above).
     """
     import lsmetrics
     import monowarp
@@ -250,11 +292,17 @@ def paired_step(
         )
         logits, stats = _forward(model, torch.cat([x, apply(x, g)]), log_warps)
         clean, warped = logits.float().chunk(2)
-        ce = 0.5 * (loss_fn(clean, target) + loss_fn(warped, target))
-        inv = lsmetrics.invariance_error(clean.softmax(1), warped.softmax(1), variant="paper")
+        if dense:
+            warped_target = apply(target[:, None], g, mode="nearest")[:, 0]
+            ce = 0.5 * (loss_fn(clean, target) + loss_fn(warped, warped_target))
+            term, name = dense_consistency(clean, warped, apply, g), "equ"
+        else:
+            ce = 0.5 * (loss_fn(clean, target) + loss_fn(warped, target))
+            term = lsmetrics.invariance_error(clean.softmax(1), warped.softmax(1), variant="paper")
+            name = "inv"
         acc = _accuracy(clean, target)
-        metrics = {"ce": float(ce.detach()), "inv": float(inv.detach()), "acc": acc, **stats}
-        return ce + weight * inv, metrics
+        metrics = {"ce": float(ce.detach()), name: float(term.detach()), "acc": acc, **stats}
+        return ce + weight * term, metrics
 
     return step
 

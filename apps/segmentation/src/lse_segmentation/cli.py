@@ -1,12 +1,16 @@
-"""The ``lse-segmentation`` command: ``data``.
+"""The ``lse-segmentation`` command: ``data``, ``train``, ``evaluate`` and ``demo``.
 
-Each subcommand takes its own option groups (``lse-segmentation data --help`` lists them), as flags
+Each subcommand takes its own option groups (``lse-segmentation train --help`` lists them), as flags
 ``--<group>.<field>`` or as keys of the YAML file given with ``--config`` (flags after it win);
 ``--print_config`` prints the resolved options. Examples::
 
     lse-segmentation data --data apps/segmentation/configs/cpu/data.yaml --preview samples.png
     lse-segmentation data --data apps/segmentation/configs/paper/data.yaml       # the paper's data set
     lse-segmentation data --data.size 256 --benchmark true                         # render speed
+    lse-segmentation train --config apps/segmentation/configs/cpu/aug.yaml --train.seed 1
+    torchrun --nproc_per_node 2 -m lse_segmentation train --config ...   # DistributedDataParallel
+    lse-segmentation evaluate --runs runs/seg/tf_efficientnet_lite0/* --eval.results_dir runs/seg/results
+    lse-segmentation demo                                               # aug and dec, Table 1, on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -14,18 +18,30 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
+import yaml
 from jsonargparse import ArgumentParser, Namespace
 
 from lse_common.cli import App
-from lse_common.options import RuntimeOptions
+from lse_common.options import AugmentOptions, CanonOptions, RuntimeOptions, TrainOptions
 
-from .options import SegData
+from .options import SegData, SegEval, SegModel
 
-__all__ = ["APP", "main"]
+__all__ = ["APP", "TRAIN_GROUPS", "main", "train_config"]
 
 logger = logging.getLogger("lse_segmentation")
+
+TRAIN_GROUPS = {
+    "data": SegData,
+    "model": SegModel,
+    "train": TrainOptions,
+    "aug": AugmentOptions,
+    "canon": CanonOptions,
+    "runtime": RuntimeOptions,
+}
+"""The option groups of ``lse-segmentation train`` (and of a run's ``config.yaml``)."""
 
 
 def _data_arguments(parser: ArgumentParser) -> None:
@@ -74,6 +90,79 @@ def _data(cfg: Namespace) -> int:
     return 0
 
 
+def _method_argument(parser: ArgumentParser) -> None:
+    parser.add_argument(
+        "--method",
+        type=Literal["aug", "canon", "augl", "dec"],
+        default="aug",
+        help="aug, canon, augl or dec",
+    )
+
+
+def train_config(cfg: Namespace) -> dict:
+    """A train command's options as the nested mapping stored in a run's ``config.yaml``."""
+    return yaml.safe_load(APP.dump("train", cfg))
+
+
+def _train(cfg: Namespace) -> int:
+    from .training import train
+
+    train(cfg)
+    return 0
+
+
+def _evaluate_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--runs", type=str, nargs="+", required=True, help="run folders to evaluate")
+
+
+def _evaluate(cfg: Namespace) -> int:
+    from lse_common import is_main_process
+
+    from .evaluation import evaluate_runs
+    from .tables import aggregate
+
+    results = evaluate_runs(cfg.runs, cfg.eval, cfg.runtime)
+    if not is_main_process():
+        return 0
+    results_dir = cfg.eval.results_dir or str(Path(cfg.runs[0]).parent / "results")
+    summary = aggregate(results, results_dir)
+    print((Path(results_dir) / "table1.md").read_text())
+    print("written: " + ", ".join(summary["files"]))
+    return 0
+
+
+def _demo(cfg: Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(cfg)
+
+
+def _add_commands(app: App) -> None:
+    from .demo import DEMO_DEFAULTS, DemoOptions
+
+    app.command(
+        "train",
+        _train,
+        help="train one method on one backbone (torchrun for several processes or machines)",
+        groups=TRAIN_GROUPS,
+        arguments=_method_argument,
+    )
+    app.command(
+        "evaluate",
+        _evaluate,
+        help="evaluate runs and write Table 1 and the prediction figure (torchrun for several processes)",
+        groups={"eval": SegEval, "runtime": RuntimeOptions},
+        arguments=_evaluate_arguments,
+    )
+    app.command(
+        "demo",
+        _demo,
+        help="the README demo: render a small set, train aug and dec briefly, print Table 1",
+        groups={"demo": DemoOptions, **TRAIN_GROUPS, "eval": SegEval},
+        defaults=DEMO_DEFAULTS,
+    )
+
+
 def _build_app() -> App:
     app = App("lse-segmentation", "Locally scaled object segmentation: rendered data, training, evaluation.")
     app.command(
@@ -83,6 +172,7 @@ def _build_app() -> App:
         groups={"data": SegData, "runtime": RuntimeOptions},
         arguments=_data_arguments,
     )
+    _add_commands(app)
     return app
 
 

@@ -19,6 +19,7 @@ Examples:
 
 from .layers import INPUT, find_layers, resolve_layers
 from .layouts import (
+    INVERSES,
     LAYOUTS,
     GroupAction,
     Layout,
@@ -52,6 +53,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "INPUT",
+    "INVERSES",
     "KEY_MATCHING",
     "LAYOUTS",
     "MODES",

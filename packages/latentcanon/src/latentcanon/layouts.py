@@ -30,6 +30,7 @@ from torch import nn
 from ._utils import check_choice, check_tensor
 
 __all__ = [
+    "INVERSES",
     "LAYOUTS",
     "GroupAction",
     "Layout",
@@ -232,7 +233,13 @@ def unwarp_feature(x: torch.Tensor, group: GroupAction, params: Any, layout: Lay
     return from_nchw(group.act_inverse(fmap, params), layout, prefix)
 
 
-def warp_feature(x: torch.Tensor, group: GroupAction, params: Any, layout: Layout) -> torch.Tensor:
+INVERSES: tuple[str, ...] = ("exact", "approximate")
+"""How $S$ gets $l^{-1}$: monowarp's exact inverse, or the paper's per-row/per-column approximation."""
+
+
+def warp_feature(
+    x: torch.Tensor, group: GroupAction, params: Any, layout: Layout, *, inverse: str = "exact"
+) -> torch.Tensor:
     """$S(x; \\Phi)$ on the spatial part of a feature in any layout (eq. 21); prefix tokens unchanged.
 
     Args:
@@ -240,9 +247,23 @@ def warp_feature(x: torch.Tensor, group: GroupAction, params: Any, layout: Layou
         group: the group (`act` on `(B, C, H, W)`).
         params: the group parameters $\\Phi$, `(B, *group.param_shape)`.
         layout: the layout of `x`.
+        inverse: `"exact"` (`group.act`) or `"approximate"`: $S$ with the paper's per-row/per-column inverse
+            (`monowarp.approximate_warp`, appendix A2.2), for comparison; needs a group with
+            `element(params)` returning a `monowarp.ScalingMap` (e.g. `deqcanon.MonotoneScaleGroup`).
     """
+    check_choice(inverse, "inverse", INVERSES)
     fmap, prefix = to_nchw(x, layout)
-    return from_nchw(group.act(fmap, params), layout, prefix)
+    if inverse == "exact":
+        return from_nchw(group.act(fmap, params), layout, prefix)
+    element = getattr(group, "element", None)
+    if not callable(element):
+        raise TypeError(
+            f"inverse='approximate' needs a group with element(params), got {type(group).__name__}"
+        )
+    import monowarp
+
+    kwargs = {k: getattr(group, k) for k in ("mode", "padding_mode", "align_corners") if hasattr(group, k)}
+    return from_nchw(monowarp.approximate_warp(fmap, element(params), **kwargs), layout, prefix)
 
 
 def _fixed_grid_size(grid_size: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int]:

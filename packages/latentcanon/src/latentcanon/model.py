@@ -32,7 +32,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ._utils import check_choice, check_tensor, key_of
 from .layers import INPUT, find_layers, resolve_layers
-from .layouts import ModelLayout, from_nchw, to_nchw, warp_feature
+from .layouts import INVERSES, ModelLayout, from_nchw, to_nchw, warp_feature
 from .probe import default_input_size, probe_layers
 
 __all__ = [
@@ -87,6 +87,7 @@ def adapt(
     canonicalizer: CanonicalizerFactory | None = None,
     input_size: tuple[int, int, int] | None = None,
     check_layout: bool = True,
+    inverse: Literal["exact", "approximate"] = "exact",
 ) -> LatentCanonicalizedModel:
     """Insert a canonicalizer before each chosen layer of a timm backbone (eqs. 21-22).
 
@@ -112,6 +113,9 @@ def adapt(
             `pretrained_cfg["input_size"]`, else `(3, 224, 224)`.
         check_layout: run the spatial probe pass that refuses layouts it cannot warp (see `probe_layers`);
             False skips it (the structural checks always run).
+        inverse: how the equivariant form's $S$ inverts $\\Phi_k$: `"exact"` (monowarp's inverse) or
+            `"approximate"` (the paper's per-row/per-column approximation, appendix A2.2, for comparison);
+            settable later as `LatentCanonicalizedModel.inverse`.
 
     Returns:
         The wrapper; call it like the model.
@@ -136,6 +140,7 @@ def adapt(
     """
     check_choice(mode, "mode", MODES)
     check_choice(source, "source", SOURCES)
+    check_choice(inverse, "inverse", INVERSES)
     if not isinstance(check_layout, bool):
         raise TypeError(f"check_layout must be a bool, got {type(check_layout).__name__}")
     factory = default_canonicalizer if canonicalizer is None else canonicalizer
@@ -164,7 +169,7 @@ def adapt(
         if reference is not None:
             canon = canon.to(device=reference.device, dtype=reference.dtype)
         canonicalizers[name] = canon
-    return LatentCanonicalizedModel(model, canonicalizers, mode=mode, source=source)
+    return LatentCanonicalizedModel(model, canonicalizers, mode=mode, source=source, inverse=inverse)
 
 
 class LatentCanonicalizedModel(nn.Module):
@@ -189,6 +194,8 @@ class LatentCanonicalizedModel(nn.Module):
             `canonical` from `forward(x)`.
         mode: `"invariant"` (eq. 22) or `"equivariant"` (eq. 21).
         source: `"input"` or `"feature"`: what each canonicalizer reads (see `adapt`).
+        inverse: `"exact"` or `"approximate"`: the inverse the equivariant form's $S$ uses (see `adapt`);
+            the attribute `inverse` may be changed between calls.
     """
 
     def __init__(
@@ -198,9 +205,11 @@ class LatentCanonicalizedModel(nn.Module):
         *,
         mode: Literal["invariant", "equivariant"] = "invariant",
         source: Literal["input", "feature"] = "input",
+        inverse: Literal["exact", "approximate"] = "exact",
     ) -> None:
         super().__init__()
         self.mode = check_choice(mode, "mode", MODES)
+        self._inverse = check_choice(inverse, "inverse", INVERSES)
         self.source = check_choice(source, "source", SOURCES)
         if not isinstance(canonicalizers, Mapping) or not canonicalizers:
             raise ValueError("canonicalizers must be a non-empty mapping {layer name: canonicalizer}")
@@ -233,6 +242,15 @@ class LatentCanonicalizedModel(nn.Module):
         self._installed = True
 
     @property
+    def inverse(self) -> str:
+        """`"exact"` or `"approximate"`: the inverse the equivariant form's $S$ uses."""
+        return self._inverse
+
+    @inverse.setter
+    def inverse(self, value: str) -> None:
+        self._inverse = check_choice(value, "inverse", INVERSES)
+
+    @property
     def keys(self) -> tuple[str, ...]:
         """The keys of `canonicalizers` and of the results, in network order."""
         return tuple(self.canonicalizers.keys())
@@ -243,7 +261,8 @@ class LatentCanonicalizedModel(nn.Module):
         return self._installed
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, source={self.source!r}, layers={list(self.layers)}"
+        layers = list(self.layers)
+        return f"mode={self.mode!r}, source={self.source!r}, layers={layers}, inverse={self._inverse!r}"
 
     # ---- the backbone's timm interface ---------------------------------------------------------------------
     @property
@@ -324,6 +343,7 @@ class LatentCanonicalizedModel(nn.Module):
             results[INPUT] = result
             x = _checked_canonical(result, x, INPUT)
         call = _Call(self._token, self.canonicalizers, self.source, self.model_layout, x, results)
+        call.inverse = self._inverse
         reset = _ACTIVE.set((*_ACTIVE.get(), call))
         try:
             out = fn(x)
@@ -422,6 +442,7 @@ class _Call:
     image: torch.Tensor
     results: dict[str, Any]
     pending: dict[str, list[Any]] = field(default_factory=dict)
+    inverse: str = "exact"
 
 
 _ACTIVE: contextvars.ContextVar[tuple[_Call, ...]] = contextvars.ContextVar("latentcanon_calls", default=())
@@ -477,7 +498,7 @@ class _Restore:
             raise TypeError(f"adapted layer {self.name!r} must return a tensor, got {type(output).__name__}")
         params = call.pending[self.key].pop()
         layout = call.model_layout.detect(output, tuple(call.image.shape[-2:]))
-        return warp_feature(output, call.canonicalizers[self.key].group, params, layout)
+        return warp_feature(output, call.canonicalizers[self.key].group, params, layout, inverse=call.inverse)
 
 
 def _checked_canonical(result: Any, x: torch.Tensor, name: str) -> torch.Tensor:

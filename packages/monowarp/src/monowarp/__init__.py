@@ -16,6 +16,7 @@ Examples:
     torch.Size([2, 3, 32, 48])
 """
 
+from .approximate import approximate_inverse_map, approximate_warp
 from .functional import (
     pixel_grid,
     pixels_to_points,
@@ -38,6 +39,8 @@ __all__ = [
     "MonotoneScale",
     "ScalingChain",
     "ScalingMap",
+    "approximate_inverse_map",
+    "approximate_warp",
     "pixel_grid",
     "pixels_to_points",
     "points_to_pixels",
