@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ("lse-mnist", "lse-imagenet")
+PAGES = ("lse-mnist", "lse-segmentation", "lse-imagenet")
 """The programs whose reference pages the docs have."""
 
 
