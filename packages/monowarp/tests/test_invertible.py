@@ -310,3 +310,16 @@ def test_gradients_stay_finite_for_extreme_logits():
     x = torch.rand(16, 1, 12, 12)
     warp(x, MonotoneScale.from_params(params, (4, 4))).square().sum().backward()
     assert params.grad is not None and bool(torch.isfinite(params.grad).all())
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-3, 0.5, 2.0])
+def test_second_order_gradients_are_finite(scale):
+    # unrolled optimisation (Optim) differentiates the gradient itself; at the identity the shrink's
+    # discriminant is 0, where a clamped square root has an infinite second derivative
+    torch.manual_seed(0)
+    p = (torch.randn(3, MonotoneScale.num_params((4, 4))) * scale).requires_grad_()
+    g = MonotoneScale.from_params(p, grid=(4, 4))
+    energy = (g.knots_x.diff(dim=-1) ** 2).sum() + (g.knots_y.diff(dim=-1) ** 3).sum()
+    (grad,) = torch.autograd.grad(energy, p, create_graph=True)
+    (second,) = torch.autograd.grad(grad.square().sum(), p)
+    assert torch.isfinite(grad).all() and torch.isfinite(second).all()

@@ -443,7 +443,10 @@ def _shrink_factor(knots_x: torch.Tensor, knots_y: torch.Tensor, margin: float) 
     q1 = s * (xu0 * dv + yv0 * du)
     q2 = s * du * dv - xv * yu
     disc = q1 * q1 - 4 * q0 * q2
-    den = torch.sqrt(disc.clamp_min(torch.finfo(disc.dtype).tiny)) - q1
+    # sqrt only where it is smooth: a clamp would leave an infinite second derivative at 0 (the identity has
+    # disc = 0), which turns unrolled or double-backward gradients (Optim) into NaN
+    positive = disc > 0
+    den = torch.where(positive, torch.sqrt(torch.where(positive, disc, torch.ones_like(disc))), 0.0) - q1
     has_root = (disc >= 0) & (den > 0)
     root = torch.where(has_root, 2 * q0 / torch.where(has_root, den, torch.ones_like(den)), 2.0)
     return root.flatten(1).amin(dim=1).clamp(max=1.0)
