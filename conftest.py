@@ -15,6 +15,15 @@ import pytest
 # Two cores on CI: keep each test process from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+try:  # property tests: a fixed example sequence on CI (a red run is reproducible), fresh examples elsewhere
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI"):
+        _hypothesis_settings.load_profile("ci")
+except ImportError:  # a package tested on its own without hypothesis
+    pass
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", default="cpu", help="cpu, cuda or all")
