@@ -41,6 +41,7 @@ __all__ = [
     "canonicalizer_modules",
     "create_optimizer",
     "create_scheduler",
+    "load_init_weights",
     "param_groups",
     "run_training",
     "stage_config",
@@ -399,3 +400,21 @@ def stage_config(
         value = cfg[group]
         out[group] = dataclasses.replace(value, **fields[group]) if fields[group] else value
     return out
+
+
+def load_init_weights(model: nn.Module, init_from: str | Path) -> Path:
+    """Load ``train.init_from`` into ``model``: a weights file, or a run folder's ``final.safetensors``,
+    else the newest intact checkpoint of its ``checkpoints`` folder (`lse_common.load_checkpoint`).
+
+    Returns:
+        The file or checkpoints folder loaded.
+    """
+    from .checkpoint import load_checkpoint
+
+    path = Path(init_from)
+    if path.is_dir():
+        final = path / "final.safetensors"
+        path = final if final.is_file() else path / "checkpoints"
+    load_checkpoint(path, model)
+    logger.info("initialised from %s", path)
+    return path

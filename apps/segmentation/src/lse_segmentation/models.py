@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +40,7 @@ import latentcanon
 import monowarp
 from lse_common.canonicalizers import adapt_for_method, make_canonicalizer, method_layers
 from lse_common.options import CanonOptions
+from lse_common.training import load_init_weights
 
 from .options import SegModel
 
@@ -286,17 +286,6 @@ def create_backbone(
     )
 
 
-def _load_init(model: nn.Module, init_from: str) -> None:
-    from lse_common import load_checkpoint
-
-    path = Path(init_from)
-    if path.is_dir():
-        final = path / "final.safetensors"
-        path = final if final.is_file() else path / "checkpoints"
-    load_checkpoint(path, model)
-    logger.info("initialised from %s", path)
-
-
 def build_model(
     model: SegModel,
     size: tuple[int, int],
@@ -318,7 +307,7 @@ def build_model(
     head = DenseHead(channels, reductions, num_classes + 1, width=model.head_width)
     seg = SegmentationModel(backbone, head, indices, mean, std)
     if for_training and init_from:
-        _load_init(seg, init_from)
+        load_init_weights(seg, init_from)
     if method in CANON_METHODS:
         mode = "equivariant" if method == "dec" else None
         adapted = adapt_for_method(backbone, method, canon, (3, *size), mode=mode)
