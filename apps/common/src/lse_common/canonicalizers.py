@@ -3,8 +3,9 @@
 `make_canonicalizer` turns the canon option group into deqcanon's factory for `latentcanon.adapt` (``canon``:
 a `deqcanon.DiscreteCanonicalizer`, ``optim``: a `deqcanon.OptimCanonicalizer`, ``dec``: a
 `deqcanon.DEQCanonicalizer`, all on the monotone scaling group); `adapt_for_method` puts them into a timm
-model: ``canon`` and ``optim`` at the input, ``dec`` before ``canon.layers``, in ``canon.mode`` (invariant,
-eq. 22, or equivariant, eq. 21). Any app whose model is a timm backbone uses these two.
+model: ``canon`` and ``optim`` at the input, ``dec`` before ``canon.layers`` (`method_layers`), in
+``canon.mode`` (invariant, eq. 22, or equivariant, eq. 21) unless the app fixes the mode (the segmentation
+app's ``dec`` is always equivariant). Any app whose model is a timm backbone uses these.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 
 from .options import CanonOptions
 
-__all__ = ["CANONICALIZING_METHODS", "adapt_for_method", "make_canonicalizer"]
+__all__ = ["CANONICALIZING_METHODS", "adapt_for_method", "make_canonicalizer", "method_layers"]
 
 CANONICALIZING_METHODS: tuple[str, ...] = ("canon", "optim", "dec")
 """Methods whose model carries canonicalizers."""
@@ -59,8 +60,21 @@ def make_canonicalizer(method: str, canon: CanonOptions):
     return deqcanon.canonicalizer_factory(method, group=group, **options[method])
 
 
+def method_layers(method: str, canon: CanonOptions) -> list[str]:
+    """The layers `adapt_for_method` puts canonicalizers before: ``["input"]`` for ``canon`` and ``optim``,
+    ``canon.layers`` for ``dec``, none for a method without canonicalizers."""
+    if method not in CANONICALIZING_METHODS:
+        return []
+    return ["input"] if method != "dec" else list(canon.layer_list)
+
+
 def adapt_for_method(
-    model: nn.Module, method: str, canon: CanonOptions, input_size: tuple[int, int, int]
+    model: nn.Module,
+    method: str,
+    canon: CanonOptions,
+    input_size: tuple[int, int, int],
+    *,
+    mode: str | None = None,
 ) -> nn.Module:
     """``model`` with the canonicalizers of ``method`` (`latentcanon.adapt`), or ``model`` itself for a method
     without them.
@@ -71,15 +85,22 @@ def adapt_for_method(
             ``canon.layers``.
         canon: the canonicalizer options.
         input_size: ``(C, H, W)`` of the images.
+        mode: ``"invariant"`` (eq. 22) or ``"equivariant"`` (eq. 21) in place of ``canon.mode``; ``None``
+            keeps ``canon.mode``.
+
+    Raises:
+        ValueError: for a ``mode`` other than those two.
     """
     import latentcanon
 
+    if mode is not None and mode not in ("invariant", "equivariant"):
+        raise ValueError(f"mode must be 'invariant' or 'equivariant' (or None), got {mode!r}")
     if method not in CANONICALIZING_METHODS:
         return model
     return latentcanon.adapt(
         model,
-        layers=["input"] if method != "dec" else canon.layer_list,
-        mode=canon.mode,
+        layers=method_layers(method, canon),
+        mode=canon.mode if mode is None else mode,
         source=canon.source,
         canonicalizer=make_canonicalizer(method, canon),
         input_size=tuple(input_size),

@@ -14,6 +14,18 @@ unknown key or a badly typed value with a message naming it; ``--print_config`` 
 configuration as YAML, which ``--config`` replays. ``-v`` turns on debug logging (and tracebacks); under
 torchrun only rank 0 logs below warnings. An error while a command runs ends it with one line,
 ``<prog> <command>: error: <message>``, and exit status 2.
+
+The standard commands of an app are built from its own functions, named as ``"module:function"`` so that
+they are imported only when the command runs (``--help`` stays fast)::
+
+    app.command("train", run_command("lse_mnist.training:train", status=False), groups=TRAIN_GROUPS, ...)
+    evaluate = evaluate_command("lse_mnist.evaluation:evaluate_runs", "lse_mnist.tables:aggregate",
+                                "tables.md")
+    app.command("evaluate", evaluate, groups={"eval": MnistEval, "runtime": RuntimeOptions},
+                arguments=runs_argument)
+    app.command("demo", run_command("lse_mnist.demo:run_demo"), groups=..., defaults=DEMO_DEFAULTS)
+
+and `App.config` gives a command's options as the mapping a run stores in its ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -29,7 +41,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-__all__ = ["App", "Command", "setup_logging"]
+__all__ = ["App", "Command", "evaluate_command", "resolve", "run_command", "runs_argument", "setup_logging"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +160,13 @@ class App:
         plain = Namespace({k: v for k, v in vars(_strip(cfg)).items() if k not in ("config", "verbose")})
         return parser.dump(plain, skip_validation=True)
 
+    def config(self, name: str, cfg: Namespace) -> dict[str, Any]:
+        """Command ``name``'s options in ``cfg`` as the nested mapping of `App.dump` (what a run stores in its
+        ``config.yaml``)."""
+        import yaml
+
+        return yaml.safe_load(self.dump(name, cfg))
+
     def reference(self) -> str:
         """The command-line reference of the app in Markdown: every subcommand, its extra arguments and
         each option group as a table of flags, types, defaults (with the command's presets) and help.
@@ -220,6 +239,78 @@ class App:
                 raise
             print(f"{self.prog} {name}: error: {_first_line(err)}", file=sys.stderr)
             return 2
+
+
+def resolve(target: str | Callable[..., Any]) -> Callable[..., Any]:
+    """The function named by ``target`` (``"package.module:function"``), imported now; a callable is
+    returned as it is.
+
+    Raises:
+        ValueError: if ``target`` is a string without one ``:``.
+    """
+    if callable(target):
+        return target
+    if not isinstance(target, str) or target.count(":") != 1:
+        raise ValueError(f"target must be 'module:function' or a callable, got {target!r}")
+    import importlib
+
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def run_command(
+    target: str | Callable[[Namespace], Any], *, status: bool = True
+) -> Callable[[Namespace], int]:
+    """A command that calls ``target(cfg)`` (see `resolve`, imported when the command runs).
+
+    Args:
+        target: the function, or its ``"module:function"`` name.
+        status: whether ``target`` returns the exit status (a demo); otherwise (training, which returns
+            its run) the command exits with 0 once ``target`` returns.
+    """
+
+    def run(cfg: Namespace) -> int:
+        result = resolve(target)(cfg)
+        return int(result or 0) if status else 0
+
+    return run
+
+
+def runs_argument(parser: ArgumentParser) -> None:
+    """Add ``--runs`` (one or more run folders, required) to an evaluate command's ``parser``."""
+    parser.add_argument("--runs", type=str, nargs="+", required=True, help="run folders to evaluate")
+
+
+def evaluate_command(
+    evaluate_runs: str | Callable[..., Any], aggregate: str | Callable[..., Any], table_file: str
+) -> Callable[[Namespace], int]:
+    """The evaluate command of an app: evaluate ``cfg.runs``, write the tables, print them and the files.
+
+    The command calls ``evaluate_runs(cfg.runs, cfg.eval, cfg.runtime) -> results`` on every process (it may
+    share the work under torchrun), then, on rank 0 only, ``aggregate(results, results_dir) -> summary``
+    with ``results_dir = cfg.eval.results_dir`` or ``results`` beside the first run, and prints
+    ``results_dir/table_file`` and ``summary["files"]``. Its options: the groups ``eval`` (with a
+    ``results_dir`` field) and ``runtime``, and `runs_argument`.
+
+    Args:
+        evaluate_runs: the app's function, or its ``"module:function"`` name (see `resolve`).
+        aggregate: the app's table writer, or its name.
+        table_file: the Markdown file of the tables inside ``results_dir``, printed at the end.
+    """
+
+    def evaluate(cfg: Namespace) -> int:
+        from .distributed import is_main_process
+
+        results = resolve(evaluate_runs)(cfg.runs, cfg.eval, cfg.runtime)
+        if not is_main_process():
+            return 0
+        results_dir = cfg.eval.results_dir or str(Path(cfg.runs[0]).parent / "results")
+        summary = resolve(aggregate)(results, results_dir)
+        print((Path(results_dir) / table_file).read_text())
+        print("written: " + ", ".join(summary["files"]))
+        return 0
+
+    return evaluate
 
 
 def _check_config_files(args: Sequence[str]) -> None:

@@ -6,7 +6,9 @@ accumulates lsmetrics' / torchmetrics' `Metric` objects; their ``compute()`` sum
 processes, so two processes give the same table as one. A result is stored next to the run
 (``eval.json``) with the evaluation settings and the SHA-256 of the weights file it was computed from
 (`weights_digest`); `load_stored_result` hands it back only when both match, so retrained weights are
-always evaluated again.
+always evaluated again. `load_run_config` reads a run folder's options and weights, and `evaluate_runs` is
+an app's ``evaluate`` loop over runs: reuse each stored result that still matches, else evaluate the run
+with every process of the job.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,16 @@ import numpy as np
 
 from .checkpoint import atomic_write_bytes, find_latest
 
-__all__ = ["batches", "load_stored_result", "run_weights", "shard", "store_result", "weights_digest"]
+__all__ = [
+    "batches",
+    "evaluate_runs",
+    "load_run_config",
+    "load_stored_result",
+    "run_weights",
+    "shard",
+    "store_result",
+    "weights_digest",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +69,87 @@ def run_weights(run_dir: str | os.PathLike) -> Path:
     if latest is None:
         raise FileNotFoundError(f"{run} has neither final.safetensors nor an intact checkpoint")
     return latest.with_name(latest.name.replace(".state.pt", ".safetensors"))
+
+
+def load_run_config(app: Any, run_dir: str | os.PathLike, *, data_dir: str | None = None) -> tuple[Any, Path]:
+    """The training options of a run folder (its ``config.yaml``, read by ``app``'s ``train`` command) and
+    its weights file (`run_weights`).
+
+    Args:
+        app: the app whose ``train`` command wrote the run (a `lse_common.cli.App`).
+        run_dir: the run folder.
+        data_dir: a data folder that replaces the run's ``data.dir`` (evaluating on data stored elsewhere).
+
+    Raises:
+        FileNotFoundError: if the folder has no ``config.yaml`` or no weights.
+    """
+    run = Path(run_dir)
+    config = run / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{run} is not a run folder: no config.yaml")
+    cfg = app.load("train", config)
+    if data_dir:
+        cfg.data.dir = data_dir
+    return cfg, run_weights(run)
+
+
+def evaluate_runs(
+    runs: Sequence[str],
+    runtime: Any,
+    evaluate_run: Callable[..., dict[str, Any]],
+    *,
+    load_config: Callable[[str], Any],
+    settings: Callable[[Any], Mapping[str, Any]],
+    result_file: str = "eval.json",
+    force: bool = False,
+) -> list[dict[str, Any]]:
+    """Evaluate each run, reusing a stored result computed from the same weights with the same settings.
+
+    Rank 0 reads each run's options (``load_config(run)``) and weights digest, and the stored
+    ``<run>/<result_file>`` if it matches ``settings(cfg)`` (`load_stored_result`); it tells every process
+    (`lse_common.broadcast_object`), and when there is nothing to reuse all of them run
+    ``evaluate_run(run, info=..., digest=...)`` together. The process group is opened from
+    ``runtime.device`` (``runtime.threads`` CPU threads, when set) and closed at the end.
+
+    Args:
+        runs: the run folders.
+        runtime: the `lse_common.options.RuntimeOptions`.
+        evaluate_run: evaluates one run and returns its result (which it stores on rank 0).
+        load_config: a run folder's training options (e.g. from `load_run_config`).
+        settings: what a result depends on besides the weights, from the run's options.
+        result_file: the stored result's name in the run folder.
+        force: evaluate again even if a stored result matches.
+
+    Returns:
+        The results, in the order of ``runs``, on every process.
+    """
+    import torch
+
+    from .distributed import broadcast_object, cleanup_distributed, init_distributed
+
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    info = init_distributed(runtime.device)
+    try:
+        results = []
+        for run in runs:
+            stored, digest = None, None
+            if info.is_main:
+                cfg = load_config(run)
+                digest = weights_digest(run_weights(run))
+                if not force:
+                    stored = load_stored_result(
+                        Path(run) / result_file, settings=settings(cfg), digest=digest
+                    )
+                if stored is not None:
+                    logger.info("%s: reusing its %s (same weights and settings)", run, result_file)
+            stored, digest = broadcast_object((stored, digest))
+            if stored is None:
+                stored = evaluate_run(run, info=info, digest=digest)
+            results.append(stored)
+        return results
+    finally:
+        cleanup_distributed()
 
 
 def load_stored_result(

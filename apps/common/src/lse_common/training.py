@@ -9,7 +9,8 @@ rates, `param_groups`) and the schedule with timm's factory (`create_scheduler`)
 phase; write ``final.safetensors`` and ``train_summary.json``.
 
 What an app supplies is a `TrainingJob`: how to build its model and data, its step function, its
-validation function.
+validation function. `stage_config` derives the options of one training stage (a demo's runs) from a
+command's options.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ __all__ = [
     "canonicalizer_modules",
     "create_optimizer",
     "create_scheduler",
+    "load_init_weights",
     "param_groups",
     "run_training",
+    "stage_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -342,3 +345,76 @@ def run_training(
             folder.close()
     finally:
         cleanup_distributed()
+
+
+def stage_config(
+    cfg: Any,
+    method: str,
+    groups: Sequence[str],
+    *,
+    out_dir: str | Path,
+    resume: bool,
+    overwrite: bool = False,
+    **replace: Mapping[str, Any] | None,
+) -> Any:
+    """The options of one training run of ``method`` made from ``cfg`` (e.g. a demo's options): the train
+    command's ``groups`` of ``cfg``, ``train.out_dir``, ``train.resume`` and ``train.overwrite`` set, and the
+    fields in ``replace[group]`` replaced (`dataclasses.replace`).
+
+    Args:
+        cfg: a namespace holding an options dataclass under each name of ``groups``.
+        method: the method to train.
+        groups: the option groups of the train command, in its order (``"train"`` among them).
+        out_dir: the run folder.
+        resume: whether the run continues from that folder's checkpoints.
+        overwrite: whether the run replaces the folder's contents.
+        replace: group name -> ``{field: value}`` replacing the fields of that group (``None``: none).
+
+    Returns:
+        A `jsonargparse.Namespace` with ``method`` and the groups, as the train command builds it.
+
+    Raises:
+        ValueError: if ``replace`` names a group that is not in ``groups``, or ``groups`` lacks ``"train"``.
+
+    Example:
+        >>> from jsonargparse import Namespace
+        >>> cfg = Namespace(train=TrainOptions(), runtime=RuntimeOptions(), demo=None)
+        >>> run = stage_config(cfg, "aug", ["train", "runtime"], out_dir="d/aug", resume=True,
+        ...                    train={"epochs": 2})
+        >>> run.method, run.train.out_dir, run.train.resume, run.train.epochs, "demo" in run
+        ('aug', 'd/aug', True, 2, False)
+    """
+    import dataclasses
+
+    from jsonargparse import Namespace
+
+    if "train" not in groups:
+        raise ValueError(f"groups must include 'train', got {list(groups)}")
+    unknown = sorted(set(replace) - set(groups))
+    if unknown:
+        raise ValueError(f"replace names groups {unknown} that are not among groups {list(groups)}")
+    fields: dict[str, dict[str, Any]] = {g: dict(replace.get(g) or {}) for g in groups}
+    fields["train"] = {"out_dir": str(out_dir), "resume": resume, "overwrite": overwrite, **fields["train"]}
+    out = Namespace(method=method)
+    for group in groups:
+        value = cfg[group]
+        out[group] = dataclasses.replace(value, **fields[group]) if fields[group] else value
+    return out
+
+
+def load_init_weights(model: nn.Module, init_from: str | Path) -> Path:
+    """Load ``train.init_from`` into ``model``: a weights file, or a run folder's ``final.safetensors``,
+    else the newest intact checkpoint of its ``checkpoints`` folder (`lse_common.load_checkpoint`).
+
+    Returns:
+        The file or checkpoints folder loaded.
+    """
+    from .checkpoint import load_checkpoint
+
+    path = Path(init_from)
+    if path.is_dir():
+        final = path / "final.safetensors"
+        path = final if final.is_file() else path / "checkpoints"
+    load_checkpoint(path, model)
+    logger.info("initialised from %s", path)
+    return path

@@ -254,7 +254,9 @@ def _report(base: dict[str, Any], dec: dict[str, Any], warp: dict[str, float], i
 def run_demo(cfg: Namespace) -> int:
     """Run the demo (see the module docstring) with the options of ``lse-imagenet demo``; returns 0."""
     from lse_common.distributed import init_distributed
+    from lse_common.training import stage_config
 
+    from .cli import TRAIN_GROUPS
     from .evaluation import evaluate_model, evaluate_run, load_run, scale_groups
     from .label_free import write_tuning_set
     from .models import create_classifier, data_config
@@ -287,17 +289,14 @@ def run_demo(cfg: Namespace) -> int:
     t_data = time.perf_counter() - t0
 
     run_dir = root / "dec-label-free"
-    stage = Namespace(
-        method="dec",
-        data=dataclasses.replace(cfg.data, train_dir=str(root / "tune"), val_dir=None),
-        model=cfg.model,
-        train=dataclasses.replace(
-            cfg.train, out_dir=str(run_dir), resume=(run_dir / "config.yaml").is_file(), overwrite=False
-        ),
-        aug=cfg.aug,
-        canon=cfg.canon,
-        recipe=dataclasses.replace(cfg.recipe, label_free=True),
-        runtime=cfg.runtime,
+    stage = stage_config(
+        cfg,
+        "dec",
+        list(TRAIN_GROUPS),
+        out_dir=run_dir,
+        resume=(run_dir / "config.yaml").is_file(),
+        data={"train_dir": str(root / "tune"), "val_dir": None},
+        recipe={"label_free": True},
     )
     train(stage)  # an earlier demo's run with the same options continues (or, finished, stays)
     t_train = time.perf_counter() - t0 - t_data

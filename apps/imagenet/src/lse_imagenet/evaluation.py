@@ -41,12 +41,11 @@ from tqdm.auto import tqdm
 import lsmetrics
 from lse_common import (
     all_gather_objects,
-    broadcast_object,
-    cleanup_distributed,
     init_distributed,
     load_checkpoint,
 )
-from lse_common.evaluation import load_stored_result, run_weights, shard, store_result, weights_digest
+from lse_common.evaluation import evaluate_runs as shared_evaluate_runs
+from lse_common.evaluation import load_run_config, shard, store_result, weights_digest
 from lse_common.options import RuntimeOptions
 
 from .models import build_model, data_config
@@ -284,12 +283,7 @@ def load_run(run_dir: str | Path) -> tuple[Any, nn.Module, Path]:
     """
     from .cli import APP
 
-    run = Path(run_dir)
-    config = run / "config.yaml"
-    if not config.is_file():
-        raise FileNotFoundError(f"{run} is not a run folder: no config.yaml")
-    cfg = APP.load("train", config)
-    weights = run_weights(run)
+    cfg, weights = load_run_config(APP, run_dir)
     model = build_model(
         cfg.model,
         cfg.method,
@@ -381,31 +375,18 @@ def evaluate_run(
 
 def evaluate_runs(runs: Sequence[str], ev: ImagenetEval, runtime: RuntimeOptions) -> list[dict[str, Any]]:
     """`evaluate_run` for each run (every process of a torchrun job takes part); a stored result made from the
-    same weights with the same settings is reused unless ``ev.force``."""
-    if runtime.threads:
-        torch.set_num_threads(runtime.threads)
-    info = init_distributed(runtime.device)
-    try:
-        results = []
-        for run in runs:
-            stored, digest = None, None
-            if info.is_main:
-                from .cli import APP
+    same weights with the same settings is reused unless ``ev.force``
+    (`lse_common.evaluation.evaluate_runs`)."""
+    from .cli import APP
 
-                cfg = APP.load("train", Path(run) / "config.yaml")
-                digest = weights_digest(run_weights(run))
-                if not ev.force:
-                    settings = eval_settings(cfg, ev, _test_root(cfg, ev))
-                    stored = load_stored_result(Path(run) / "eval.json", settings=settings, digest=digest)
-                if stored is not None:
-                    logger.info("%s: reusing its eval.json (same weights and settings)", run)
-            stored, digest = broadcast_object((stored, digest))
-            if stored is None:
-                stored = evaluate_run(run, ev, runtime, info=info, digest=digest)
-            results.append(stored)
-        return results
-    finally:
-        cleanup_distributed()
+    return shared_evaluate_runs(
+        runs,
+        runtime,
+        lambda run, **kw: evaluate_run(run, ev, runtime, **kw),
+        load_config=lambda run: APP.load("train", Path(run) / "config.yaml"),
+        settings=lambda cfg: eval_settings(cfg, ev, _test_root(cfg, ev)),
+        force=ev.force,
+    )
 
 
 def merge_fig8(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -18,13 +18,11 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
-import yaml
 from jsonargparse import ArgumentParser, Namespace
 
-from lse_common.cli import App
+from lse_common.cli import App, evaluate_command, run_command, runs_argument
 from lse_common.options import AugmentOptions, CanonOptions, RuntimeOptions, TrainOptions
 
 from .options import SegData, SegEval, SegModel
@@ -101,40 +99,7 @@ def _method_argument(parser: ArgumentParser) -> None:
 
 def train_config(cfg: Namespace) -> dict:
     """A train command's options as the nested mapping stored in a run's ``config.yaml``."""
-    return yaml.safe_load(APP.dump("train", cfg))
-
-
-def _train(cfg: Namespace) -> int:
-    from .training import train
-
-    train(cfg)
-    return 0
-
-
-def _evaluate_arguments(parser: ArgumentParser) -> None:
-    parser.add_argument("--runs", type=str, nargs="+", required=True, help="run folders to evaluate")
-
-
-def _evaluate(cfg: Namespace) -> int:
-    from lse_common import is_main_process
-
-    from .evaluation import evaluate_runs
-    from .tables import aggregate
-
-    results = evaluate_runs(cfg.runs, cfg.eval, cfg.runtime)
-    if not is_main_process():
-        return 0
-    results_dir = cfg.eval.results_dir or str(Path(cfg.runs[0]).parent / "results")
-    summary = aggregate(results, results_dir)
-    print((Path(results_dir) / "table1.md").read_text())
-    print("written: " + ", ".join(summary["files"]))
-    return 0
-
-
-def _demo(cfg: Namespace) -> int:
-    from .demo import run_demo
-
-    return run_demo(cfg)
+    return APP.config("train", cfg)
 
 
 def _add_commands(app: App) -> None:
@@ -142,21 +107,23 @@ def _add_commands(app: App) -> None:
 
     app.command(
         "train",
-        _train,
+        run_command("lse_segmentation.training:train", status=False),
         help="train one method on one backbone (torchrun for several processes or machines)",
         groups=TRAIN_GROUPS,
         arguments=_method_argument,
     )
     app.command(
         "evaluate",
-        _evaluate,
+        evaluate_command(
+            "lse_segmentation.evaluation:evaluate_runs", "lse_segmentation.tables:aggregate", "table1.md"
+        ),
         help="evaluate runs and write Table 1 and the prediction figure (torchrun for several processes)",
         groups={"eval": SegEval, "runtime": RuntimeOptions},
-        arguments=_evaluate_arguments,
+        arguments=runs_argument,
     )
     app.command(
         "demo",
-        _demo,
+        run_command("lse_segmentation.demo:run_demo"),
         help="the README demo: render a small set, train aug and dec briefly, print Table 1",
         groups={"demo": DemoOptions, **TRAIN_GROUPS, "eval": SegEval},
         defaults=DEMO_DEFAULTS,

@@ -88,22 +88,22 @@ DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
 def _stage(
     cfg: Namespace, method: str, *, train: dict[str, Any], canon: dict[str, Any] | None = None
 ) -> Namespace:
+    from lse_common.training import stage_config
+
+    from .cli import TRAIN_GROUPS
+
     demo: DemoOptions = cfg.demo
     root = Path(demo.out_dir)
-    return Namespace(
-        method=method,
-        data=dataclasses.replace(cfg.data, dir=str(root / "data")),
-        model=cfg.model,
-        train=dataclasses.replace(
-            cfg.train,
-            out_dir=str(root / method),
-            resume=not demo.overwrite,
-            overwrite=demo.overwrite,
-            **train,
-        ),
-        aug=cfg.aug,
-        canon=dataclasses.replace(cfg.canon, **(canon or {})),
-        runtime=cfg.runtime,
+    return stage_config(
+        cfg,
+        method,
+        list(TRAIN_GROUPS),
+        out_dir=root / method,
+        resume=not demo.overwrite,
+        overwrite=demo.overwrite,
+        data={"dir": str(root / "data")},
+        train=train,
+        canon=canon or {},
     )
 
 

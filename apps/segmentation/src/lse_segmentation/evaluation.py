@@ -39,15 +39,9 @@ from tqdm.auto import tqdm
 
 import lsmetrics
 import monowarp
-from lse_common import broadcast_object, cleanup_distributed, init_distributed, load_checkpoint
-from lse_common.evaluation import (
-    batches,
-    load_stored_result,
-    run_weights,
-    shard,
-    store_result,
-    weights_digest,
-)
+from lse_common import init_distributed, load_checkpoint
+from lse_common.evaluation import batches, load_run_config, shard, store_result, weights_digest
+from lse_common.evaluation import evaluate_runs as shared_evaluate_runs
 from lse_common.objectives import warp_statistics
 from lse_common.options import RuntimeOptions
 
@@ -67,21 +61,15 @@ logger = logging.getLogger(__name__)
 
 
 def run_config(run_dir: str | Path, ev: SegEval | None = None) -> tuple[Any, Path]:
-    """The training options of a run folder (``config.yaml``) and its weights file.
+    """The training options of a run folder (``config.yaml``) and its weights file
+    (`lse_common.evaluation.load_run_config`; ``ev.data_dir`` replaces the run's data folder).
 
     Raises:
         FileNotFoundError: if the folder has no ``config.yaml`` or no weights.
     """
     from .cli import APP
 
-    run = Path(run_dir)
-    config = run / "config.yaml"
-    if not config.is_file():
-        raise FileNotFoundError(f"{run} is not a run folder: no config.yaml")
-    cfg = APP.load("train", config)
-    if ev is not None and ev.data_dir:
-        cfg.data.dir = ev.data_dir
-    return cfg, run_weights(run)
+    return load_run_config(APP, run_dir, data_dir=ev.data_dir if ev is not None else None)
 
 
 def load_run(run_dir: str | Path, ev: SegEval | None = None) -> tuple[Any, SegmentationModel, Path]:
@@ -260,30 +248,16 @@ def _result_file(ev: SegEval) -> str:
 
 def evaluate_runs(runs: list[str], ev: SegEval, runtime: RuntimeOptions) -> list[dict]:
     """`evaluate_run` for each run; a stored result of the same weights and settings is reused unless
-    ``ev.force``."""
-    if runtime.threads:
-        torch.set_num_threads(runtime.threads)
-    info = init_distributed(runtime.device)
-    try:
-        results = []
-        for run in runs:
-            stored, digest = None, None
-            if info.is_main:
-                cfg, weights = run_config(run, ev)
-                digest = weights_digest(weights)
-                if not ev.force:
-                    stored = load_stored_result(
-                        Path(run) / _result_file(ev), settings=_eval_settings(cfg, ev), digest=digest
-                    )
-                if stored is not None:
-                    logger.info("%s: reusing its %s (same weights and settings)", run, _result_file(ev))
-            stored, digest = broadcast_object((stored, digest))
-            if stored is None:
-                stored = evaluate_run(run, ev, runtime, info=info, digest=digest)
-            results.append(stored)
-        return results
-    finally:
-        cleanup_distributed()
+    ``ev.force`` (`lse_common.evaluation.evaluate_runs`)."""
+    return shared_evaluate_runs(
+        runs,
+        runtime,
+        lambda run, **kw: evaluate_run(run, ev, runtime, **kw),
+        load_config=lambda run: run_config(run, ev)[0],
+        settings=lambda cfg: _eval_settings(cfg, ev),
+        result_file=_result_file(ev),
+        force=ev.force,
+    )
 
 
 def evaluate_run(

@@ -30,17 +30,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import deqcanon
 import latentcanon
 import monowarp
+from lse_common.canonicalizers import adapt_for_method, make_canonicalizer, method_layers
 from lse_common.options import CanonOptions
+from lse_common.training import load_init_weights
 
 from .options import SegModel
 
@@ -286,46 +286,6 @@ def create_backbone(
     )
 
 
-def make_canonicalizer(method: str, canon: CanonOptions):
-    """``in_channels -> canonicalizer`` of ``method`` for `latentcanon.adapt`, from deqcanon's registry."""
-    group = deqcanon.MonotoneScaleGroup(grid=tuple(canon.grid))
-    if method == "canon":
-        options: dict[str, Any] = {
-            "width": canon.energy_width,
-            "view_size": canon.energy_view_size,
-            "num_elements": canon.num_elements,
-            "sample_kwargs": {"scale_range": tuple(canon.scale_range)},
-            "candidates": canon.candidates,
-            "identity_bias": canon.identity_bias,
-        }
-    elif method == "dec":
-        options = {
-            "widths": tuple(canon.dec_widths),
-            "view_size": canon.dec_view_size,
-            "head": canon.dec_head,
-            "temperature": canon.dec_temperature,
-            "init_scale": canon.dec_init_scale,
-            "solver": canon.dec_solver,
-            "max_iter": canon.dec_max_iter,
-            "tol": canon.dec_tol,
-            "backward": canon.dec_backward,
-        }
-    else:
-        raise ValueError(f"method {method!r} has no canonicalizer; those that do: {', '.join(CANON_METHODS)}")
-    return deqcanon.canonicalizer_factory(method, group=group, **options)
-
-
-def _load_init(model: nn.Module, init_from: str) -> None:
-    from lse_common import load_checkpoint
-
-    path = Path(init_from)
-    if path.is_dir():
-        final = path / "final.safetensors"
-        path = final if final.is_file() else path / "checkpoints"
-    load_checkpoint(path, model)
-    logger.info("initialised from %s", path)
-
-
 def build_model(
     model: SegModel,
     size: tuple[int, int],
@@ -347,17 +307,10 @@ def build_model(
     head = DenseHead(channels, reductions, num_classes + 1, width=model.head_width)
     seg = SegmentationModel(backbone, head, indices, mean, std)
     if for_training and init_from:
-        _load_init(seg, init_from)
+        load_init_weights(seg, init_from)
     if method in CANON_METHODS:
-        layers = ["input"] if method == "canon" else canon.layer_list
-        mode = "equivariant" if method == "dec" else canon.mode
-        adapted = latentcanon.adapt(
-            backbone,
-            layers=layers,
-            mode=mode,
-            source=canon.source,
-            canonicalizer=make_canonicalizer(method, canon),
-            input_size=(3, *size),
-        )
-        seg = SegmentationModel(adapted, head, indices, mean, std, restore_input="input" in layers)
+        mode = "equivariant" if method == "dec" else None
+        adapted = adapt_for_method(backbone, method, canon, (3, *size), mode=mode)
+        restore = "input" in method_layers(method, canon)
+        seg = SegmentationModel(adapted, head, indices, mean, std, restore_input=restore)
     return seg
