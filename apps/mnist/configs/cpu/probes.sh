@@ -7,18 +7,21 @@
 #   INIT: the aug run folder or checkpoint to start from (e.g. runs/mnist-cpu/tf_efficientnet_lite0/aug-s0);
 #   NAME: the probes to run (default: all, in the order below). A probe that has its eval-val.json is not run
 #   again; an interrupted one resumes. Probes write to runs/mnist-cpu/probes/<NAME>.
-#   LSE_MNIST (default lse-mnist) is the command, THREADS (default 2) the torch threads, STEPS_EPOCHS
-#   (default 2) the epochs of 30 steps each (1,920 training scenes, batch 64).
+#   LSE_MNIST (default lse-mnist) is the command, THREADS (default 2) the torch threads, EPOCHS (default 2)
+#   the epochs of 30 steps each (960 training scenes, batch 32), EVAL_SIZE (default 300) the validation
+#   scenes evaluated.
 set -euo pipefail
 CFG="$(dirname "$0")"
 INIT="${1:?usage: probes.sh INIT [NAME ...]}"
 shift
 read -r -a CLI <<< "${LSE_MNIST:-lse-mnist}"
 THREADS="${THREADS:-2}"
-EPOCHS="${STEPS_EPOCHS:-2}"
+EPOCHS="${EPOCHS:-2}"
+EVAL_SIZE="${EVAL_SIZE:-300}"
 ROOT=runs/mnist-cpu/probes
-# The base of every probe: dec_ce.yaml's objective (cross-entropy only) and budget on 1,920 training scenes.
-BASE=(--config "$CFG/dec_ce.yaml" --data.dir "$ROOT/data" --data.train_size 1920 --train.epochs "$EPOCHS"
+# The base of every probe: dec_ce.yaml's objective (cross-entropy only) on 960 training scenes, batch 32.
+BASE=(--config "$CFG/dec_ce.yaml" --data.dir "$ROOT/data" --data.train_size 960 --train.batch_size 32
+  --train.epochs "$EPOCHS" --train.log_every 5
   --canon.freeze_backbone_epochs 0 --canon.layers '[input]' --canon.grid '[4, 4]' --canon.dec_head identity_init
   --canon.dec_view_size 48 --canon.lr 2e-3)
 declare -A PROBES=(
@@ -30,8 +33,12 @@ declare -A PROBES=(
   [warmup]="--canon.dec_head bounded --canon.freeze_backbone_epochs 1"
   [lr1e-2]="--canon.dec_head bounded --canon.lr 1e-2"
   [consistency]="--canon.dec_head bounded --train.consistency_weight 1.0"
+  [stn]="--method stn --canon.dec_head bounded"
+  [aug_continued]="--method aug"
+  [invl]="--method invl"
 )
-ORDER=(base bounded latent grid3 view96 warmup lr1e-2 consistency)
+# the controls at the probes' budget: the same H applied once (stn), the aug objective, invl
+ORDER=(base bounded latent grid3 view96 warmup lr1e-2 consistency stn aug_continued invl)
 NAMES=("$@")
 [ ${#NAMES[@]} -gt 0 ] || NAMES=("${ORDER[@]}")
 for NAME in "${NAMES[@]}"; do
@@ -41,7 +48,7 @@ for NAME in "${NAMES[@]}"; do
   read -r -a EXTRA <<< "${PROBES[$NAME]}"
   [ -f "$RUN/final.safetensors" ] || "${CLI[@]}" train "${BASE[@]}" "${EXTRA[@]}" --train.init_from "$INIT" \
     --train.out_dir "$RUN" --train.resume true --runtime.threads "$THREADS" --runtime.progress false
-  "${CLI[@]}" evaluate --config "$CFG/evaluate.yaml" --eval.split val --eval.curve_scales '[]' \
+  "${CLI[@]}" evaluate --config "$CFG/evaluate.yaml" --eval.split val --eval.curve_scales '[]' --eval.size "$EVAL_SIZE" \
     --eval.results_dir "$RUN/results" --runtime.threads "$THREADS" --runtime.progress false --runs "$RUN"
 done
 python - "$ROOT" "${ORDER[@]}" <<'EOF'
