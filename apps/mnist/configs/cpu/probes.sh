@@ -34,11 +34,14 @@ declare -A PROBES=(
   [lr1e-2]="--canon.dec_head bounded --canon.lr 1e-2"
   [consistency]="--canon.dec_head bounded --train.consistency_weight 1.0"
   [stn]="--method stn --canon.dec_head bounded"
+  [stn_identity_init]="--method stn"
+  [consistency_identity_init]="--train.consistency_weight 1.0"
   [aug_continued]="--method aug"
   [invl]="--method invl"
 )
 # the controls at the probes' budget: the same H applied once (stn), the aug objective, invl
-ORDER=(base bounded latent grid3 view96 warmup lr1e-2 consistency stn aug_continued invl)
+ORDER=(base bounded latent grid3 view96 warmup lr1e-2 consistency stn aug_continued invl stn_identity_init
+  consistency_identity_init)
 NAMES=("$@")
 [ ${#NAMES[@]} -gt 0 ] || NAMES=("${ORDER[@]}")
 for NAME in "${NAMES[@]}"; do
@@ -63,8 +66,10 @@ for name in names:
         continue
     rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("warp_log_scale_mean")]
     res = json.loads((run / "eval-val.json").read_text())
-    last = rows[-1] if rows else {}
-    print(f"| {name} | {float(last.get('warp_log_scale_mean', 'nan')):.4f} "
-          f"| {float(last.get('warp_log_scale_max', 'nan')):.4f} | {100 * res['acc']:.2f} "
-          f"| {100 * res['inve_paper']:.2f} |")
+    warps = (
+        f"{float(rows[-1]['warp_log_scale_mean']):.4f} | {float(rows[-1]['warp_log_scale_max']):.4f}"
+        if rows
+        else "- | -"
+    )
+    print(f"| {name} | {warps} | {100 * res['acc']:.2f} | {100 * res['inve_paper']:.2f} |")
 EOF
