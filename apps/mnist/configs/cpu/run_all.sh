@@ -30,6 +30,15 @@ SPECS=("$@")
 ROOT=runs/mnist-cpu
 "${CLI[@]}" data --data "$CFG/data.yaml" --fetch true --runtime.progress false
 EVAL=(--config "$CFG/evaluate.yaml" --runtime.threads "$THREADS" --runtime.progress false)
+runs_so_far() {  # the run folders of the grid's backbones that have weights
+  local B
+  for SPEC in "${SPECS[@]}"; do
+    B="${SPEC%%:*}"
+    for R in "$ROOT/$B"/*-s[0-9]*/; do
+      [ -f "$R/final.safetensors" ] && echo "${R%/}"
+    done
+  done
+}
 for S in $SEEDS; do
   for SPEC in "${SPECS[@]}"; do
     B="${SPEC%%:*}"
@@ -47,7 +56,9 @@ for S in $SEEDS; do
       "${CLI[@]}" evaluate "${EVAL[@]}" --runs "$RUN" --eval.results_dir "$RUN/results" > /dev/null
     done
     # the tables over everything evaluated so far (stored results are reused)
-    "${CLI[@]}" evaluate "${EVAL[@]}" --runs "$ROOT"/*/*-s[0-9]* --eval.results_dir "$ROOT/results" > /dev/null
+    mapfile -t DONE < <(runs_so_far)
+    "${CLI[@]}" evaluate "${EVAL[@]}" --runs "${DONE[@]}" --eval.results_dir "$ROOT/results" > /dev/null
   done
 done
-"${CLI[@]}" evaluate "${EVAL[@]}" --runs "$ROOT"/*/*-s[0-9]* --eval.results_dir "$ROOT/results"
+mapfile -t DONE < <(runs_so_far)
+"${CLI[@]}" evaluate "${EVAL[@]}" --runs "${DONE[@]}" --eval.results_dir "$ROOT/results"
