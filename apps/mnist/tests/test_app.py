@@ -157,6 +157,19 @@ def test_validation_split_is_evaluated_into_its_own_file(aug_run):
     assert json.loads((aug / "eval.json").read_text())["split"] == "test"
 
 
+def test_evaluation_does_not_depend_on_the_block_size(aug_run):
+    """All renderings of a block go through the model in one pass: the numbers are the block size's own."""
+    _, aug = aug_run
+    one = evaluate_run(aug, tiny_eval(batch_size=1, warp_examples=0), RUNTIME, write=False)
+    four = evaluate_run(aug, tiny_eval(batch_size=4, warp_examples=0), RUNTIME, write=False)
+    for key in ("acc", "acc_rescaled", "bucket_acc", "curve_acc"):
+        assert one[key] == pytest.approx(four[key]), key
+    for key in ("inve_paper", "inve_reference"):
+        assert one[key] == pytest.approx(four[key], rel=1e-4), key
+    assert len(four["curve_acc"]) == 2 and len(four["bucket_acc"]) == 3
+    assert four["row"] == "aug" and four["test_images"] == 4
+
+
 def test_resume_after_interruption_gives_the_same_weights(tmp_path, capsys):
     assert main(tiny(tmp_path, "full", "--train.epochs", "2")) == 0
     assert main(tiny(tmp_path, "cut", "--train.epochs", "2", "--train.max_steps", "3")) == 0
