@@ -12,7 +12,7 @@
 #                    optim are there too);
 #   THREADS=2        torch threads;
 #   LSE_MNIST=lse-mnist  the command (e.g. "python -m lse_mnist");
-#   SCRATCH_AUG_ARGS="--train.epochs 30 --train.lr 3e-3"  what a backbone trained from scratch adds to its
+#   SCRATCH_AUG_ARGS="--train.epochs 48 --train.lr 3e-3"  what a backbone trained from scratch adds to its
 #                    aug run (it needs more epochs than a pretrained one).
 # Everything is resumable: a finished run is not trained again, an interrupted one resumes from its newest
 # intact checkpoint, a stored evaluation is reused; run the same command again to continue. Start it in the
@@ -24,7 +24,7 @@ SEEDS="${SEEDS:-0 1 2}"
 METHODS="${METHODS:-aug_continued invl dec_ce dec stn}"
 THREADS="${THREADS:-2}"
 read -r -a CLI <<< "${LSE_MNIST:-lse-mnist}"
-read -r -a SCRATCH <<< "${SCRATCH_AUG_ARGS:---train.epochs 30 --train.lr 3e-3}"
+read -r -a SCRATCH <<< "${SCRATCH_AUG_ARGS:---train.epochs 48 --train.lr 3e-3}"
 SPECS=("$@")
 [ ${#SPECS[@]} -gt 0 ] || SPECS=(tf_efficientnet_lite0:pretrained resnet18:scratch)
 ROOT=runs/mnist-cpu
