@@ -1,35 +1,64 @@
 #!/usr/bin/env bash
-# The reduced CPU protocol (Tables 2 and 3): backbones x five methods x three seeds, each run evaluated as it
-# ends (results in <run>/eval.json as they come), then the tables over every run.
+# The reduced CPU protocol (Tables 2 and 3, docs/mnist/protocol.md section 5): for each seed and backbone, the
+# aug run, then each method fine-tuned from it for the same budget, each run evaluated on the 10,000 test
+# scenes as soon as it ends (<run>/eval.json, reused for the same weights), then the tables over every
+# evaluated run with the paired differences per seed against aug_continued and invl.
 # Usage: bash apps/mnist/configs/cpu/run_all.sh [BACKBONE[:pretrained|:scratch] ...]
-#   default: tf_efficientnet_lite0:pretrained (the ImageNet weights that ship in a package).
-#   SEEDS="0 1 2" and THREADS=2 in the environment change the seeds and torch threads; AUG_ARGS adds
-#   options to the aug runs: a backbone trained from scratch needs more, e.g.
-#   AUG_ARGS="--train.epochs 6 --train.lr 3e-3" bash apps/mnist/configs/cpu/run_all.sh resnet18:scratch
-# A finished run is not trained again; an interrupted one resumes from its newest intact checkpoint.
+#   default: tf_efficientnet_lite0:pretrained resnet18:scratch (seeds outermost, so that every seed's
+#   comparison is complete before the next seed starts).
+# Environment:
+#   SEEDS="0 1 2"    the seeds;
+#   METHODS="aug_continued invl dec_ce dec stn"  the fine-tuned rows (the configs of this folder; canon and
+#                    optim are there too);
+#   THREADS=2        torch threads;
+#   LSE_MNIST=lse-mnist  the command (e.g. "python -m lse_mnist");
+#   SCRATCH_AUG_ARGS="--train.epochs 48 --train.lr 3e-3"  what a backbone trained from scratch adds to its
+#                    aug run (it needs more epochs than a pretrained one).
+# Everything is resumable: a finished run is not trained again, an interrupted one resumes from its newest
+# intact checkpoint, a stored evaluation is reused; run the same command again to continue. Start it in the
+# background with its log, e.g.
+#   nohup nice -n 19 bash apps/mnist/configs/cpu/run_all.sh > runs/mnist-cpu/run_all.log 2>&1 &
 set -euo pipefail
 CFG="$(dirname "$0")"
 SEEDS="${SEEDS:-0 1 2}"
+METHODS="${METHODS:-aug_continued invl dec_ce dec stn}"
 THREADS="${THREADS:-2}"
-read -r -a AUG_EXTRA <<< "${AUG_ARGS:-}"
+read -r -a CLI <<< "${LSE_MNIST:-lse-mnist}"
+read -r -a SCRATCH <<< "${SCRATCH_AUG_ARGS:---train.epochs 48 --train.lr 3e-3}"
 SPECS=("$@")
-[ ${#SPECS[@]} -gt 0 ] || SPECS=(tf_efficientnet_lite0:pretrained)
-lse-mnist data --data "$CFG/data.yaml" --fetch true
-for SPEC in "${SPECS[@]}"; do
-  B="${SPEC%%:*}"
-  PRETRAINED=true
-  [ "${SPEC#*:}" = scratch ] && PRETRAINED=false
-  for S in $SEEDS; do
-    for M in aug canon invl optim dec; do
-      RUN="runs/mnist-cpu/$B/$M-s$S"
-      FROM=("${AUG_EXTRA[@]}")
-      [ "$M" = aug ] || FROM=(--train.init_from "runs/mnist-cpu/$B/aug-s$S")
-      [ -f "$RUN/final.safetensors" ] || lse-mnist train --config "$CFG/$M.yaml" --model.backbone "$B" \
-        --model.pretrained "$PRETRAINED" --train.seed "$S" --train.out_dir "$RUN" --train.resume true \
-        --runtime.threads "$THREADS" --runtime.progress false "${FROM[@]}"
-      lse-mnist evaluate --config "$CFG/evaluate.yaml" --runtime.threads "$THREADS" --runtime.progress false \
-        --runs "$RUN" --eval.results_dir "$RUN/results"
+[ ${#SPECS[@]} -gt 0 ] || SPECS=(tf_efficientnet_lite0:pretrained resnet18:scratch)
+ROOT=runs/mnist-cpu
+"${CLI[@]}" data --data "$CFG/data.yaml" --fetch true --runtime.progress false
+EVAL=(--config "$CFG/evaluate.yaml" --runtime.threads "$THREADS" --runtime.progress false)
+runs_so_far() {  # the run folders of the grid's backbones that have weights
+  local B
+  for SPEC in "${SPECS[@]}"; do
+    B="${SPEC%%:*}"
+    for R in "$ROOT/$B"/*-s[0-9]*/; do
+      [ -f "$R/final.safetensors" ] && echo "${R%/}"
     done
   done
+}
+for S in $SEEDS; do
+  for SPEC in "${SPECS[@]}"; do
+    B="${SPEC%%:*}"
+    PRETRAINED=true
+    EXTRA=()
+    if [ "${SPEC#*:}" = scratch ]; then PRETRAINED=false; EXTRA=("${SCRATCH[@]}"); fi
+    for M in aug $METHODS; do
+      RUN="$ROOT/$B/$M-s$S"
+      FROM=("${EXTRA[@]}")
+      [ "$M" = aug ] || FROM=(--train.init_from "$ROOT/$B/aug-s$S")
+      echo "$(date +%T) $RUN"
+      [ -f "$RUN/final.safetensors" ] || "${CLI[@]}" train --config "$CFG/$M.yaml" --model.backbone "$B" \
+        --model.pretrained "$PRETRAINED" --train.seed "$S" --train.out_dir "$RUN" --train.resume true \
+        --runtime.threads "$THREADS" --runtime.progress false "${FROM[@]}"
+      "${CLI[@]}" evaluate "${EVAL[@]}" --runs "$RUN" --eval.results_dir "$RUN/results" > /dev/null
+    done
+    # the tables over everything evaluated so far (stored results are reused)
+    mapfile -t DONE < <(runs_so_far)
+    "${CLI[@]}" evaluate "${EVAL[@]}" --runs "${DONE[@]}" --eval.results_dir "$ROOT/results" > /dev/null
+  done
 done
-lse-mnist evaluate --config "$CFG/evaluate.yaml" --runs runs/mnist-cpu/*/*-s*
+mapfile -t DONE < <(runs_so_far)
+"${CLI[@]}" evaluate "${EVAL[@]}" --runs "${DONE[@]}" --eval.results_dir "$ROOT/results"

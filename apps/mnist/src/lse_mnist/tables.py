@@ -1,10 +1,16 @@
 """Tables 2 and 3 from the ``eval.json`` of several runs, as Markdown and JSON, plus their plots.
 
+A row is a run's `row_name` (its method, or ``aug_continued`` for an aug run fine-tuned from another, and
+``dec_ce`` / ``stn_ce`` for a DEC or STN trained on the task loss alone), stored as ``row`` in its result.
+
 - Table 2: one row per method, two columns per backbone: Acc (%) and InvE (x 1e-2), mean +- sample std
   over the seeds (runs of the same backbone and method). Both InvE variants get a table: ``paper``
   (squared L2, eq. 24) and ``reference`` (relative L2, the authors' code).
 - Table 3: per backbone, one row per method: accuracy (%) per digit-scale bucket (mean over seeds) and
   "Overall": mean +- population std over the buckets, as in the paper.
+- Paired differences: every row against ``aug``, ``aug_continued`` (the control with the same budget) and
+  ``invl`` on the same backbone and seed, mean +- sample std over the seeds, with the number of seeds in
+  which the row is better.
 - Plots: per backbone, accuracy against the common digit factor (``curve_scales``) and against the
   buckets, one line per method (mean and std over seeds).
 """
@@ -20,18 +26,25 @@ import numpy as np
 
 from lse_common.reports import format_mean_std, group_results, mean_std, paired_differences, write_report
 
-from .options import METHODS
+from .options import ROWS
 
 __all__ = ["PAPER_TABLE2", "PAPER_TABLE3", "aggregate", "markdown_tables"]
 
 NAMES = {
     "aug": "Aug",
+    "aug_continued": "Aug continued",
     "canon": "Canon",
     "invl": "InvL",
     "optim": "Optim",
-    "dec": "DEC (ours)",
-    "stn": "STN (H once)",
+    "dec_ce": "DEC, CE only (paper's Ours)",
+    "dec": "DEC + consistency",
+    "stn_ce": "STN (H once), CE only",
+    "stn": "STN (H once) + consistency",
 }
+#: The rows the paired differences are taken against (those present).
+REFERENCES: tuple[str, ...] = ("aug", "aug_continued", "invl")
+#: The paper's rows for our rows.
+PAPER_ROWS = {"aug": "aug", "canon": "canon", "invl": "invl", "dec_ce": "dec"}
 
 PAPER_TABLE2 = {  # Acc (%), InvE (x 1e-2), from the paper's Table 2
     "ResNet": {"aug": (93.09, 13.71), "canon": (94.22, 13.84), "invl": (93.67, 13.47), "dec": (96.09, 6.13)},
@@ -65,10 +78,15 @@ def family(backbone: str) -> str | None:
     return None
 
 
+def _by_row(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results with ``method`` set to their row (results stored without one keep their method)."""
+    return [{**r, "method": r.get("row", r["method"])} for r in results]
+
+
 def _group(results: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """`lse_common.reports.group_results` as backbone -> method -> runs."""
+    """`lse_common.reports.group_results` as backbone -> row -> runs."""
     grouped: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
-    for (backbone, method), runs in group_results(results).items():
+    for (backbone, method), runs in group_results(_by_row(results)).items():
         grouped[backbone][method] = list(runs)
     return grouped
 
@@ -96,9 +114,11 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "n": len(runs),
             }
     paired: dict[str, Any] = {}
-    for reference in ("aug", "invl"):
+    rows = _by_row(results)
+    present = {r["method"] for r in rows}
+    for reference in (ref for ref in REFERENCES if ref in present):
         for key in ("acc", "inve_paper"):
-            diffs = paired_differences(results, key, reference=reference, scale=100.0)
+            diffs = paired_differences(rows, key, reference=reference, scale=100.0)
             for (backbone, method), d in diffs.items():
                 paired.setdefault(reference, {}).setdefault(backbone, {}).setdefault(method, {})[key] = d
     return {
@@ -120,7 +140,7 @@ def markdown_tables(summary: dict[str, Any]) -> str:
     """Tables 2 and 3 (ours), and the paper's rows for the families present, in Markdown."""
     table2, table3 = summary["table2"], summary["table3"]
     backbones = list(table2)
-    methods = [m for m in METHODS if any(m in table2[b] for b in backbones)]
+    methods = [m for m in ROWS if any(m in table2[b] for b in backbones)]
     lines: list[str] = []
     for variant, title in (
         ("inve_paper", "paper: squared L2, eq. 24"),
@@ -184,15 +204,18 @@ def markdown_tables(summary: dict[str, Any]) -> str:
             "| Method | " + " | ".join(f"{f} Acc | {f} InvE" for _, f in fams) + " |",
             "|---|" + "---:|---:|" * len(fams),
         ]
-        for m in ("aug", "canon", "invl", "dec"):
+        for row, m in PAPER_ROWS.items():
             cells = []
             for _, f in fams:
                 acc, inv = PAPER_TABLE2[f][m]  # type: ignore[index]
                 cells += [f"{acc:.2f}", f"{inv:.2f}"]
-            lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {NAMES[row]} | " + " | ".join(cells) + " |")
         lines.append(
             "\nThe paper's Table 3 (Swin): "
-            + "; ".join(f"{NAMES[m]} {' / '.join(f'{a:.2f}' for a in v)}" for m, v in PAPER_TABLE3.items())
+            + "; ".join(
+                f"{NAMES[row]} {' / '.join(f'{a:.2f}' for a in PAPER_TABLE3[m])}"
+                for row, m in PAPER_ROWS.items()
+            )
             + "\n"
         )
     return "\n".join(lines) + "\n"
@@ -218,7 +241,7 @@ def aggregate(
 
         grouped = _group(results)
         for backbone, per in grouped.items():
-            methods = [m for m in METHODS if m in per]
+            methods = [m for m in ROWS if m in per]
             first = per[methods[0]][0]
             if first["curve_scales"]:
                 files.append(
