@@ -38,3 +38,25 @@ def test_stage_config_names_bad_groups():
         stage_config(_cfg(), "aug", GROUPS, out_dir="x", resume=False, data={"dir": "d"})
     with pytest.raises(ValueError, match="train"):
         stage_config(_cfg(), "aug", ["canon"], out_dir="x", resume=False)
+
+
+def test_demo_stage_puts_runs_and_data_under_the_demo_folder(tmp_path):
+    import dataclasses
+
+    from lse_common.options import AugmentOptions
+    from lse_common.training import demo_stage
+
+    # an app's data group: only its folder matters here
+    data_cls = dataclasses.make_dataclass("Data", [("dir", str, dataclasses.field(default="elsewhere"))])
+    groups = ["data", "train", "aug", "canon", "runtime"]
+    for overwrite in (False, True):
+        cfg = _cfg()
+        cfg.demo = Namespace(out_dir=str(tmp_path / "demo"), overwrite=overwrite)
+        cfg.data, cfg.aug = data_cls(), AugmentOptions()
+        run = demo_stage(cfg, "dec", groups, train={"epochs": 1}, canon={"lr": 1e-2})
+        assert run.train.out_dir == str(tmp_path / "demo" / "dec")
+        assert run.data.dir == str(tmp_path / "demo" / "data")
+        assert (run.train.resume, run.train.overwrite) == (not overwrite, overwrite)
+        assert (run.train.epochs, run.canon.lr, cfg.canon.lr) == (1, 1e-2, CanonOptions().lr)
+    with pytest.raises(ValueError, match="not among groups"):
+        demo_stage(cfg, "aug", ["train", "canon"], train={})  # data is not a group of that command

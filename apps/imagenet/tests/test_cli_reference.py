@@ -1,4 +1,4 @@
-"""What the lse-imagenet reference page shows (tests/test_cli_reference.py checks every app's page is current)."""
+"""What the lse-imagenet reference page shows (tests/test_cli_reference.py checks each app's page)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the lse-mnist reference page shows (tests/test_cli_reference.py checks every app's page is current)."""
+"""What the lse-mnist reference page shows (tests/test_cli_reference.py checks that every page is current)."""
 
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ __all__ = [
     "canonicalizer_modules",
     "create_optimizer",
     "create_scheduler",
+    "demo_stage",
     "load_init_weights",
     "param_groups",
     "run_training",
@@ -400,6 +401,40 @@ def stage_config(
         value = cfg[group]
         out[group] = dataclasses.replace(value, **fields[group]) if fields[group] else value
     return out
+
+
+def demo_stage(
+    cfg: Any,
+    method: str,
+    groups: Sequence[str],
+    *,
+    train: Mapping[str, Any],
+    canon: Mapping[str, Any] | None = None,
+) -> Any:
+    """One training run of an app's demo (`stage_config`): the run in ``<demo.out_dir>/<method>``, the data in
+    ``<demo.out_dir>/data``, resumed unless ``demo.overwrite`` (then replaced), ``train`` and ``canon``
+    replacing fields of those groups.
+
+    Args:
+        cfg: the demo command's options: a ``demo`` group with ``out_dir`` and ``overwrite``, and ``groups``.
+        method: the method to train.
+        groups: the option groups of the app's train command (``"data"``, ``"train"`` and ``"canon"`` among
+            them).
+        train: fields of the ``train`` group to replace (epochs, lr, init_from, ...).
+        canon: fields of the ``canon`` group to replace.
+    """
+    root = Path(cfg.demo.out_dir)
+    return stage_config(
+        cfg,
+        method,
+        groups,
+        out_dir=root / method,
+        resume=not cfg.demo.overwrite,
+        overwrite=cfg.demo.overwrite,
+        data={"dir": str(root / "data")},
+        train=dict(train),
+        canon=dict(canon or {}),
+    )
 
 
 def load_init_weights(model: nn.Module, init_from: str | Path) -> Path:

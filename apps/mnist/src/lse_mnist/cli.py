@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from jsonargparse import ArgumentParser, Namespace
 
-from lse_common.cli import App
+from lse_common.cli import App, evaluate_command, run_command, runs_argument
 from lse_common.options import AugmentOptions, CanonOptions, RuntimeOptions, TrainOptions
 
 from .options import MnistData, MnistEval, MnistModel
@@ -55,14 +54,7 @@ def _method_argument(parser: ArgumentParser) -> None:
 
 def train_config(cfg: Namespace) -> dict:
     """A train command's options as the nested mapping stored in a run's ``config.yaml``."""
-    return yaml.safe_load(APP.dump("train", cfg))
-
-
-def _train(cfg: Namespace) -> int:
-    from .training import train
-
-    train(cfg)
-    return 0
+    return APP.config("train", cfg)
 
 
 def _data_arguments(parser: ArgumentParser) -> None:
@@ -135,32 +127,6 @@ def _data(cfg: Namespace) -> int:
     return 0
 
 
-def _evaluate_arguments(parser: ArgumentParser) -> None:
-    parser.add_argument("--runs", type=str, nargs="+", required=True, help="run folders to evaluate")
-
-
-def _evaluate(cfg: Namespace) -> int:
-    from lse_common import is_main_process
-
-    from .evaluation import evaluate_runs
-    from .tables import aggregate
-
-    results = evaluate_runs(cfg.runs, cfg.eval, cfg.runtime)
-    if not is_main_process():
-        return 0
-    results_dir = cfg.eval.results_dir or str(Path(cfg.runs[0]).parent / "results")
-    summary = aggregate(results, results_dir)
-    print((Path(results_dir) / "tables.md").read_text())
-    print("written: " + ", ".join(summary["files"]))
-    return 0
-
-
-def _demo(cfg: Namespace) -> int:
-    from .demo import run_demo
-
-    return run_demo(cfg)
-
-
 def _build_app() -> App:
     from .demo import DEMO_DEFAULTS, DemoOptions
 
@@ -176,21 +142,21 @@ def _build_app() -> App:
     )
     app.command(
         "train",
-        _train,
+        run_command("lse_mnist.training:train", status=False),
         help="train one method on one backbone (torchrun for several processes or machines)",
         groups=TRAIN_GROUPS,
         arguments=_method_argument,
     )
     app.command(
         "evaluate",
-        _evaluate,
+        evaluate_command("lse_mnist.evaluation:evaluate_runs", "lse_mnist.tables:aggregate", "tables.md"),
         help="evaluate runs and write Table 2, Table 3 and the plots (torchrun for several processes)",
         groups={"eval": MnistEval, "runtime": RuntimeOptions},
-        arguments=_evaluate_arguments,
+        arguments=runs_argument,
     )
     app.command(
         "demo",
-        _demo,
+        run_command("lse_mnist.demo:run_demo"),
         help="the README demo: aug, then dec and invl fine-tuned from it, evaluated, tables and plots",
         groups={"demo": DemoOptions, **TRAIN_GROUPS, "eval": MnistEval},
         defaults=DEMO_DEFAULTS,

@@ -84,23 +84,11 @@ DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
 def _stage(
     cfg: Namespace, method: str, *, train: dict[str, Any], canon: dict[str, Any] | None = None
 ) -> Namespace:
-    demo: DemoOptions = cfg.demo
-    root = Path(demo.out_dir)
-    return Namespace(
-        method=method,
-        data=dataclasses.replace(cfg.data, dir=str(root / "data")),
-        model=cfg.model,
-        train=dataclasses.replace(
-            cfg.train,
-            out_dir=str(root / method),
-            resume=not demo.overwrite,
-            overwrite=demo.overwrite,
-            **train,
-        ),
-        aug=cfg.aug,
-        canon=dataclasses.replace(cfg.canon, **(canon or {})),
-        runtime=cfg.runtime,
-    )
+    from lse_common.training import demo_stage
+
+    from .cli import TRAIN_GROUPS
+
+    return demo_stage(cfg, method, list(TRAIN_GROUPS), train=train, canon=canon)
 
 
 def run_demo(cfg: Namespace) -> int:

@@ -159,7 +159,7 @@ def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device)
     return model(images.to(device).float() / 255.0).float().softmax(1)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: Optim differentiates its energy inside (torch.enable_grad)
 def evaluate_run(
     run_dir: str | Path,
     ev: MnistEval,

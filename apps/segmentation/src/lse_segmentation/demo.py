@@ -88,23 +88,11 @@ DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
 def _stage(
     cfg: Namespace, method: str, *, train: dict[str, Any], canon: dict[str, Any] | None = None
 ) -> Namespace:
-    from lse_common.training import stage_config
+    from lse_common.training import demo_stage
 
     from .cli import TRAIN_GROUPS
 
-    demo: DemoOptions = cfg.demo
-    root = Path(demo.out_dir)
-    return stage_config(
-        cfg,
-        method,
-        list(TRAIN_GROUPS),
-        out_dir=root / method,
-        resume=not demo.overwrite,
-        overwrite=demo.overwrite,
-        data={"dir": str(root / "data")},
-        train=train,
-        canon=canon or {},
-    )
+    return demo_stage(cfg, method, list(TRAIN_GROUPS), train=train, canon=canon)
 
 
 def run_demo(cfg: Namespace) -> int:
