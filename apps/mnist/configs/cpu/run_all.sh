@@ -14,6 +14,8 @@
 #   LSE_MNIST=lse-mnist  the command (e.g. "python -m lse_mnist");
 #   SCRATCH_AUG_ARGS="--train.epochs 48 --train.lr 3e-3"  what a backbone trained from scratch adds to its
 #                    aug run (it needs more epochs than a pretrained one).
+# Two grids can run side by side, one per backbone and core (THREADS=1 bash run_all.sh resnet18:scratch); the
+# data are made once, so make them first (the first line below) when starting both at once.
 # Everything is resumable: a finished run is not trained again, an interrupted one resumes from its newest
 # intact checkpoint, a stored evaluation is reused; run the same command again to continue. Start it in the
 # background with its log, e.g.
@@ -30,14 +32,16 @@ SPECS=("$@")
 ROOT=runs/mnist-cpu
 "${CLI[@]}" data --data "$CFG/data.yaml" --fetch true --runtime.progress false
 EVAL=(--config "$CFG/evaluate.yaml" --runtime.threads "$THREADS" --runtime.progress false)
-runs_so_far() {  # the run folders of the grid's backbones that have weights
-  local B
-  for SPEC in "${SPECS[@]}"; do
-    B="${SPEC%%:*}"
-    for R in "$ROOT/$B"/*-s[0-9]*/; do
+runs_so_far() {  # the run folders with weights of every backbone folder that holds an aug run (so that
+  # grids of different backbones run side by side each write the tables of all of them)
+  local B R
+  for B in "$ROOT"/*/; do
+    compgen -G "$B/aug-s[0-9]*" > /dev/null || continue
+    for R in "$B"*-s[0-9]*/; do
       [ -f "$R/final.safetensors" ] && echo "${R%/}"
     done
   done
+  return 0
 }
 for S in $SEEDS; do
   for SPEC in "${SPECS[@]}"; do
