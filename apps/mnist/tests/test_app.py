@@ -353,6 +353,11 @@ def test_configs_are_valid(path):
         cfg = APP.load("train", path)
         # a cpu config is named after its table row (every one but aug is fine-tuned from the aug run)
         init_from = None if path.stem == "aug" else "runs/aug-s0"
-        row = row_name(cfg.method, init_from=init_from, consistency_weight=cfg.train.consistency_weight)
+        row = row_name(
+            cfg.method,
+            init_from=init_from,
+            consistency_weight=cfg.train.consistency_weight,
+            element_weight=cfg.canon.element_weight,
+        )
         assert row == path.stem or (cfg.method == path.stem and path.parent.name == "paper")
         assert cfg.data.canvas in (96, 224) and cfg.model.head in ("timm", "digits")

@@ -12,7 +12,7 @@ from lse_mnist.options import ROWS, row_name
 from lse_mnist.tables import NAMES, aggregate
 
 CPU = Path(__file__).parents[1] / "configs" / "cpu"
-FINE_TUNED = ("aug_continued", "invl", "dec_ce", "dec", "stn", "canon", "optim")
+FINE_TUNED = ("aug_continued", "invl", "dec_ce", "dec", "dec_eq", "stn", "canon", "optim")
 
 
 def _config(name: str) -> dict:
@@ -24,6 +24,9 @@ def test_row_names():
     assert row_name("dec") == "dec_ce" and row_name("dec", consistency_weight=0.5) == "dec"
     assert row_name("stn") == "stn_ce" and row_name("stn", consistency_weight=1.0) == "stn"
     assert row_name("invl", init_from="x", consistency_weight=1.0) == "invl"
+    assert row_name("dec", element_weight=1.0) == "dec_eq"
+    assert row_name("dec", consistency_weight=1.0, element_weight=1.0) == "dec_eq"
+    assert row_name("stn", element_weight=0.5) == "stn_eq" and row_name("invl", element_weight=1.0) == "invl"
     assert set(ROWS) <= set(NAMES)
     with pytest.raises(ValueError, match="method"):
         row_name("sgd")
@@ -47,6 +50,12 @@ def test_dec_configs_differ_in_the_consistency_term_only():
     dec, ce = _config("dec"), _config("dec_ce")
     assert (dec["train"].pop("consistency_weight"), ce["train"].pop("consistency_weight")) == (1.0, 0.0)
     assert dec == ce
+
+
+def test_dec_eq_is_dec_ce_with_the_element_term():
+    eq, ce = _config("dec_eq"), _config("dec_ce")
+    assert eq["canon"].pop("element_weight") > 0 == ce["canon"].pop("element_weight")
+    assert eq == ce
 
 
 def test_protocol_data_resolves_a_point_of_accuracy():

@@ -45,6 +45,8 @@ __all__ = [
     "classification_recipe",
     "dense_consistency",
     "distillation_step",
+    "element_equivariance",
+    "method_step",
     "paired_step",
     "warp_statistics",
 ]
@@ -180,11 +182,63 @@ def dense_consistency(
     return lsmetrics.equivariance_error(expected, warped_logits.softmax(1), variant="paper", valid=valid)
 
 
-def _forward(model: nn.Module, x: torch.Tensor, log_warps: bool) -> tuple[torch.Tensor, dict[str, float]]:
+def element_equivariance(results: Mapping[str, Any], g: Any, direction: str) -> torch.Tensor | None:
+    r"""`deqcanon.element_equivariance_error` (eq. 5, normalised) of canonicalizers that saw a batch whose
+    second half is the first warped by ``g``, averaged over the canonicalizers with a monotone-scaling
+    element; ``None`` when there is none.
+
+    Args:
+        results: layer key -> `deqcanon.CanonicalizationResult` on the doubled batch `(2B, ...)`.
+        g: the `monowarp.ScalingMap` of batch `B` that made the second half.
+        direction: the second half is $S^{-1}(x; g)$ (``"unwarp"``: the first half's element should be
+            $g$ composed with the second's) or $S(x; g)$ (``"warp"``: the second's is $g$ composed with the
+            first's).
+    """
+    import deqcanon
+    import monowarp
+
+    terms = []
+    for result in results.values():
+        element = getattr(result, "element", None)
+        if not isinstance(element, monowarp.ScalingMap):
+            continue
+        b = element.batch_size // 2
+        clean, warped = element[:b], element[b:]
+        pair = (clean, warped) if direction == "warp" else (warped, clean)
+        terms.append(deqcanon.element_equivariance_error(*pair, g.to(element.dtype)))
+    return torch.stack(terms).mean() if terms else None
+
+
+def _forward(
+    model: nn.Module, x: torch.Tensor, log_warps: bool
+) -> tuple[torch.Tensor, dict[str, float], Mapping[str, Any]]:
     if not log_warps:
-        return model(x), {}
+        return model(x), {}, {}
     logits, results = model(x, return_results=True)
-    return logits, warp_statistics(results or {})
+    return logits, warp_statistics(results or {}), results or {}
+
+
+def method_step(
+    prepare: Prepare,
+    *,
+    paired_control: bool,
+    adapted: bool,
+    weight: float,
+    element_weight: float = 0.0,
+    p: float = 0.5,
+    **common: Any,
+) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
+    """The step an app trains a method with: `paired_step` for the paired control (InvL, AugL;
+    ``paired_control``) and for a canonicalizing model (``adapted``) with a consistency ``weight`` or an
+    ``element_weight``, `augmented_step` with warp probability ``p`` otherwise.
+
+    ``common`` goes to both (``scale_range``, ``grid``, ``direction``, ``loss_fn``, ``mix``, ``dense``);
+    an adapted model logs its warps.
+    """
+    if paired_control or (adapted and (weight > 0 or element_weight > 0)):
+        element_weight = element_weight if adapted else 0.0
+        return paired_step(prepare, weight=weight, element_weight=element_weight, log_warps=adapted, **common)
+    return augmented_step(prepare, p=p, log_warps=adapted, **common)
 
 
 def augmented_step(
@@ -237,7 +291,7 @@ def augmented_step(
             target = target[:, 0]
         elif augmentation is not None:
             x = augmentation(x)
-        logits, stats = _forward(model, x, log_warps)
+        logits, stats, _ = _forward(model, x, log_warps)
         logits = logits.float()
         loss = loss_fn(logits, target)
         return loss, {"acc": _accuracy(logits, target), **stats}
@@ -256,11 +310,17 @@ def paired_step(
     log_warps: bool = False,
     mix: Mix | None = None,
     dense: bool = False,
+    element_weight: float = 0.0,
 ) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
     r"""Eq. 25: task loss on the clean and the warped halves plus ``weight`` x InvE between them.
 
     With ``dense``, the warped half's label map is warped too and the consistency term is EquE (eq. 23,
     `dense_consistency`): the dense form of the equivariance loss (AugL).
+
+    A canonicalizing model (``log_warps``) also gets the element-equivariance error of its canonicalizers
+    between the two halves logged as ``equ_elem`` (`element_equivariance`, eq. 5, normalised: 0 when the
+    canonical forms of both halves agree, about 1 for a canonicalizer that ignores the warp), and
+    ``element_weight`` times it added to the loss: a signal that rewards canonicalizing itself.
 
     Args:
         prepare: ``batch -> (x, target)``.
@@ -273,12 +333,18 @@ def paired_step(
         log_warps: the model takes ``return_results``: log `warp_statistics`.
         mix: ``(x, target) -> (x, target)`` applied before the warp; both halves share the mixed targets.
         dense: label maps `(B, H, W)` and the equivariance term (see above).
+        element_weight: weight of the canonicalizers' element-equivariance term, >= 0 (needs
+            ``log_warps``).
     """
     import lsmetrics
     import monowarp
 
     if not weight >= 0:
         raise ValueError(f"weight must be >= 0, got {weight}")
+    if not element_weight >= 0:
+        raise ValueError(f"element_weight must be >= 0, got {element_weight}")
+    if element_weight > 0 and not log_warps:
+        raise ValueError("element_weight needs a canonicalizing model (log_warps=True)")
     if direction not in ("unwarp", "warp"):
         raise ValueError(f"direction must be 'unwarp' or 'warp', got {direction!r}")
     apply = monowarp.unwarp if direction == "unwarp" else monowarp.warp
@@ -290,7 +356,7 @@ def paired_step(
         g = monowarp.sample_monotone_scale(
             x.shape[0], tuple(grid), tuple(scale_range), device=x.device, dtype=x.dtype
         )
-        logits, stats = _forward(model, torch.cat([x, apply(x, g)]), log_warps)
+        logits, stats, results = _forward(model, torch.cat([x, apply(x, g)]), log_warps)
         clean, warped = logits.float().chunk(2)
         if dense:
             warped_target = apply(target[:, None], g, mode="nearest")[:, 0]
@@ -302,7 +368,15 @@ def paired_step(
             name = "inv"
         acc = _accuracy(clean, target)
         metrics = {"ce": float(ce.detach()), name: float(term.detach()), "acc": acc, **stats}
-        return ce + weight * term, metrics
+        loss = ce + weight * term
+        elem = element_equivariance(results, g, direction) if results else None
+        if elem is not None:
+            metrics["equ_elem"] = float(elem.detach())
+            if element_weight > 0:
+                loss = loss + element_weight * elem
+        elif element_weight > 0:
+            raise ValueError("element_weight > 0, but the model has no canonicalizer with a monotone scaling")
+        return loss, metrics
 
     return step
 
@@ -368,7 +442,7 @@ def distillation_step(
         teacher.to(x.device).eval()
         with torch.no_grad():
             target = (teacher(x).float() / temperature).softmax(1)
-        logits, stats = _forward(model, rescaled, log_warps)
+        logits, stats, _ = _forward(model, rescaled, log_warps)
         log_p = (logits.float() / temperature).log_softmax(1)
         kl = F.kl_div(log_p, target, reduction="batchmean") * temperature**2
         agree = (logits.argmax(1) == target.argmax(1)).float().mean()

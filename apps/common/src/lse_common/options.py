@@ -164,6 +164,9 @@ class CanonOptions:
         grad_clip: clip the canonicalizers' gradient norm separately (default: train.grad_clip).
         freeze_backbone_epochs: epochs at the start in which only the canonicalizers train (backbone and
             head frozen and in eval mode), as the authors train their DEC before the joint phase.
+        element_weight: weight of the element-equivariance term (eq. 5, `deqcanon.element_equivariance_error`)
+            between the canonicalizers' elements on a batch and on its randomly warped copy; > 0 trains on
+            that paired batch (0: off; the term is logged as equ_elem whenever the batch is paired).
         num_elements: candidate group elements of canon (the identity is one of them).
         scale_range: local scale factors of canon's wide candidates.
         candidates: canon's candidate set: structured (the identity first, then mostly mild warps) or random.
@@ -192,6 +195,7 @@ class CanonOptions:
     lr: PositiveFloat = 1e-3
     grad_clip: PositiveFloat | None = None
     freeze_backbone_epochs: NonNegativeInt = 0
+    element_weight: NonNegativeFloat = 0.0
     num_elements: PositiveInt = 64
     scale_range: tuple[float, float] = (0.5, 2.0)
     candidates: Literal["structured", "random"] = "structured"

@@ -10,7 +10,8 @@ the folder may be used the way it is asked to:
 - a fresh run (``resume=False``) in a folder that already holds a run is refused, unless ``overwrite=True``
   removes that run's files first;
 - a resume compares the stored ``config.yaml`` with the new configuration and refuses any difference
-  (each key listed as ``stored -> new``) unless ``allow_config_change=True``; it then locates the newest
+  (each key listed as ``stored -> new``; an option the stored file lacks is no difference at its default)
+  unless ``allow_config_change=True``; it then locates the newest
   intact checkpoint (`lse_common.checkpoint.find_latest`), or starts from step 0 when there is none.
 
 Only then is ``config.yaml`` written (atomically), so a refused run leaves the folder as it was. Rank 0
@@ -76,15 +77,25 @@ def _ignored(key: str, ignore: Collection[str]) -> bool:
 
 
 def config_differences(
-    stored: Mapping[str, Any], new: Mapping[str, Any], ignore_keys: Collection[str] = ()
+    stored: Mapping[str, Any],
+    new: Mapping[str, Any],
+    ignore_keys: Collection[str] = (),
+    defaults: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """``"key: stored -> new"`` for every (dotted) key whose value differs, ``ignore_keys`` left out."""
+    """``"key: stored -> new"`` for every (dotted) key whose value differs, ``ignore_keys`` left out.
+
+    A key the stored configuration lacks whose new value is its entry in ``defaults`` (dotted keys) is no
+    difference: an option added after the run was started, at the value that computes what it computed.
+    """
     a, b = _flatten(_plain(stored)), _flatten(_plain(new))
+    defaults = _plain(dict(defaults or {}))
     out = []
     for key in list(a) + [k for k in b if k not in a]:
         if _ignored(key, ignore_keys):
             continue
         va, vb = a.get(key, _MISSING), b.get(key, _MISSING)
+        if va is _MISSING and key in defaults and vb == defaults[key]:
+            continue
         if va != vb:
             show = lambda v: "<absent>" if v is _MISSING else repr(v)  # noqa: E731
             out.append(f"{key}: {show(va)} -> {show(vb)}")
@@ -181,6 +192,7 @@ class RunFolder:
         overwrite: bool = False,
         allow_config_change: bool = False,
         ignore_keys: Collection[str] = (),
+        defaults: Mapping[str, Any] | None = None,
     ) -> RunFolder:
         """Lock the folder, check it against the request, then store ``config``; see the module docstring.
 
@@ -191,6 +203,8 @@ class RunFolder:
             overwrite: for a fresh run, remove a previous run's files first instead of refusing.
             allow_config_change: on resume, accept a configuration that differs from the stored one.
             ignore_keys: (dotted) keys whose differences never matter (e.g. ``resume``, ``progress``).
+            defaults: (dotted) key -> default of options a stored configuration may lack (options added
+                since the run started): absent there and at this value here, they are no change.
 
         Returns:
             ``self``, with `resumed_from` and `start_step` set.
@@ -209,7 +223,7 @@ class RunFolder:
                 try:
                     outcome = (
                         "ok",
-                        *self._prepare(config, resume, overwrite, allow_config_change, ignore_keys),
+                        *self._prepare(config, resume, overwrite, allow_config_change, ignore_keys, defaults),
                     )
                 except OSError as err:
                     self.close()
@@ -240,6 +254,7 @@ class RunFolder:
         overwrite: bool,
         allow_config_change: bool,
         ignore_keys: Collection[str],
+        defaults: Mapping[str, Any] | None = None,
     ) -> tuple[str | None, int]:
         plain = _plain(config)
         cfg_file = self.path / "config.yaml"
@@ -259,7 +274,7 @@ class RunFolder:
                     stored = yaml.safe_load(cfg_file.read_text()) or {}
                 except yaml.YAMLError as err:
                     raise ValueError(f"run folder {self.path}: config.yaml does not parse: {err}") from None
-                diff = config_differences(stored, plain, ignore_keys)
+                diff = config_differences(stored, plain, ignore_keys, defaults)
                 if diff and not allow_config_change:
                     raise ValueError(
                         f"run folder {self.path} was started with another configuration ({'; '.join(diff)}); "

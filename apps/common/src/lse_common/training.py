@@ -15,6 +15,7 @@ command's options.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +44,7 @@ __all__ = [
     "create_scheduler",
     "demo_stage",
     "load_init_weights",
+    "option_defaults",
     "param_groups",
     "run_training",
     "stage_config",
@@ -237,6 +239,22 @@ def backbone_modules(model: nn.Module) -> list[nn.Module]:
     return out
 
 
+def option_defaults(**groups: Any) -> dict[str, Any]:
+    """``{"group.field": default}`` of the option dataclasses (classes or instances) given as ``group=...``
+    (``None`` skipped): what a run started before an option existed computed with
+    (`lse_common.runs.config_differences`)."""
+    out: dict[str, Any] = {}
+    for group, options in groups.items():
+        if options is None or not dataclasses.is_dataclass(options):
+            continue
+        for f in dataclasses.fields(options):
+            if f.default is not dataclasses.MISSING:
+                out[f"{group}.{f.name}"] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f"{group}.{f.name}"] = f.default_factory()
+    return out
+
+
 def run_training(
     job: TrainingJob,
     *,
@@ -263,6 +281,9 @@ def run_training(
             overwrite=train.overwrite,
             allow_config_change=train.allow_config_change,
             ignore_keys=tuple(ignore_keys),
+            defaults=option_defaults(
+                train=type(train), runtime=type(runtime), canon=type(canon) if canon else CanonOptions
+            ),
         )
         try:
             if info.is_main:  # rank 0 draws and caches the data; the others read its cache

@@ -42,8 +42,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lse_common.canonicalizers import CANONICALIZING_METHODS
-from lse_common.objectives import augmented_step, classification_recipe, distillation_step, paired_step
-from lse_common.options import AugmentOptions, TrainOptions
+from lse_common.objectives import classification_recipe, distillation_step, method_step
+from lse_common.options import AugmentOptions, CanonOptions, TrainOptions
 from lse_common.training import TrainingJob, run_training
 
 from .models import build_model, create_classifier, data_config, load_weights
@@ -240,7 +240,14 @@ def _prepare(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def make_step_fn(method: str, train: TrainOptions, aug: AugmentOptions, recipe: Recipe, num_classes: int):
+def make_step_fn(
+    method: str,
+    train: TrainOptions,
+    aug: AugmentOptions,
+    recipe: Recipe,
+    num_classes: int,
+    canon: CanonOptions | None = None,
+):
     """The supervised training step of ``method`` (see the module docstring)."""
     mix, loss_fn = classification_recipe(
         num_classes,
@@ -250,13 +257,19 @@ def make_step_fn(method: str, train: TrainOptions, aug: AugmentOptions, recipe: 
         smoothing=recipe.smoothing,
     )
     adapted = method in CANONICALIZING_METHODS
-    warp = {"scale_range": tuple(aug.scale_range), "grid": tuple(aug.grid), "direction": aug.direction}
-    common = {"loss_fn": loss_fn, "mix": mix, "log_warps": adapted, **warp}
-    weight = train.invl_weight if method == "invl" else train.consistency_weight
-    if method == "invl" or (adapted and weight > 0):
-        return paired_step(_prepare, weight=weight, **common)
-    p = aug.p if aug.enabled and method != "base" else 0.0
-    return augmented_step(_prepare, p=p, **common)
+    return method_step(
+        _prepare,
+        paired_control=method == "invl",
+        adapted=adapted,
+        weight=train.invl_weight if method == "invl" else train.consistency_weight,
+        element_weight=canon.element_weight if adapted and canon is not None else 0.0,
+        p=aug.p if aug.enabled and method != "base" else 0.0,
+        scale_range=tuple(aug.scale_range),
+        grid=tuple(aug.grid),
+        direction=aug.direction,
+        loss_fn=loss_fn,
+        mix=mix,
+    )
 
 
 def label_free_step(method: str, teacher: nn.Module, aug: AugmentOptions, recipe: Recipe):
@@ -345,7 +358,7 @@ def train(cfg: Any) -> dict:
     step = (
         label_free_step(method, teacher, cfg.aug, recipe)
         if teacher is not None
-        else make_step_fn(method, opts, cfg.aug, recipe, data.num_classes)
+        else make_step_fn(method, opts, cfg.aug, recipe, data.num_classes, cfg.canon)
     )
     job = TrainingJob(
         out_dir=Path(out),

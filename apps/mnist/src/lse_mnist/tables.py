@@ -38,8 +38,10 @@ NAMES = {
     "optim": "Optim",
     "dec_ce": "DEC, CE only (paper's Ours)",
     "dec": "DEC + consistency",
+    "dec_eq": "DEC + element equivariance (eq. 5)",
     "stn_ce": "STN (H once), CE only",
     "stn": "STN (H once) + consistency",
+    "stn_eq": "STN (H once) + element equivariance",
 }
 #: The rows the paired differences are taken against (those present).
 REFERENCES: tuple[str, ...] = ("aug", "aug_continued", "invl")

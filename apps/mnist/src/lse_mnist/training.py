@@ -10,7 +10,10 @@ The objective of each method (the batch is ``x`` in ``[0, 1]`` and labels ``y``)
   of their softmax outputs;
 - ``canon``, ``optim``, ``dec``, ``stn`` with ``train.consistency_weight > 0``: the same paired objective with
   that weight, the canonicalizer seeing both halves (``invl`` is then the control without the canonicalizer).
-  The paper's and the authors' "Ours" is trained on cross-entropy alone (consistency weight 0).
+  The paper's and the authors' "Ours" is trained on cross-entropy alone (consistency weight 0);
+- ``dec``, ``stn`` with ``canon.element_weight > 0``: the paired batch, plus that weight times the
+  element-equivariance error of the canonicalizer between the halves (eq. 5,
+  `deqcanon.element_equivariance_error`): a term that rewards canonicalizing itself.
 
 Everything else is `lse_common.training.run_training`: the run folder, timm's optimizer over the backbone
 and canonicalizer parameter groups (``train.lr`` and ``canon.lr``), timm's schedule, the canonicalizers'
@@ -29,8 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lse_common.objectives import augmented_step, paired_step
-from lse_common.options import AugmentOptions, TrainOptions
+from lse_common.objectives import method_step
+from lse_common.options import AugmentOptions, CanonOptions, TrainOptions
 from lse_common.training import TrainingJob, run_training
 
 from .data import SceneDataset, prepare_data_split
@@ -47,26 +50,19 @@ def _prepare(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return images.float() / 255.0, labels
 
 
-def make_step_fn(method: str, train: TrainOptions, aug: AugmentOptions):
+def make_step_fn(method: str, train: TrainOptions, aug: AugmentOptions, canon: CanonOptions | None = None):
     """The training step of ``method`` (see the module docstring)."""
     adapted = method in CANONICALIZING
-    weight = train.invl_weight if method == "invl" else train.consistency_weight
-    if method == "invl" or (adapted and weight > 0):
-        return paired_step(
-            _prepare,
-            weight=weight,
-            scale_range=tuple(aug.scale_range),
-            grid=tuple(aug.grid),
-            direction=aug.direction,
-            log_warps=adapted,
-        )
-    return augmented_step(
+    return method_step(
         _prepare,
+        paired_control=method == "invl",
+        adapted=adapted,
+        weight=train.invl_weight if method == "invl" else train.consistency_weight,
+        element_weight=canon.element_weight if adapted and canon is not None else 0.0,
         p=aug.p if aug.enabled else 0.0,
         scale_range=tuple(aug.scale_range),
         grid=tuple(aug.grid),
         direction=aug.direction,
-        log_warps=adapted,
     )
 
 
@@ -115,7 +111,7 @@ def train(cfg: Any) -> dict:
             model, size, method, canon, init_from=opts.init_from, layout=data.layout
         ),
         prepare_data=prepare,
-        step_fn=make_step_fn(method, opts, cfg.aug),
+        step_fn=make_step_fn(method, opts, cfg.aug, cfg.canon),
         eval_fn=lambda val_set, device: validation_fn(val_set, max(128, 2 * opts.batch_size), device),
         description=f"{method} on {model.backbone}, {size[1]}x{size[0]} scenes",
     )

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lse_common.objectives import augmented_step, paired_step
-from lse_common.options import AugmentOptions, TrainOptions
+from lse_common.objectives import method_step
+from lse_common.options import AugmentOptions, CanonOptions, TrainOptions
 from lse_common.training import TrainingJob, run_training
 
 from .models import CANON_METHODS, build_model
@@ -54,21 +54,24 @@ def make_loss(num_classes: int, background_weight: float = 0.1):
     return loss
 
 
-def make_step_fn(method: str, train: TrainOptions, aug: AugmentOptions, loss_fn):
+def make_step_fn(
+    method: str, train: TrainOptions, aug: AugmentOptions, loss_fn, canon: CanonOptions | None = None
+):
     """The training step of ``method`` (see the module docstring)."""
     adapted = method in CANON_METHODS
-    weight = train.invl_weight if method == "augl" else train.consistency_weight
-    common = {
-        "scale_range": tuple(aug.scale_range),
-        "grid": tuple(aug.grid),
-        "direction": aug.direction,
-        "loss_fn": loss_fn,
-        "log_warps": adapted,
-        "dense": True,
-    }
-    if method == "augl" or (adapted and weight > 0):
-        return paired_step(_prepare, weight=weight, **common)
-    return augmented_step(_prepare, p=aug.p if aug.enabled else 0.0, **common)
+    return method_step(
+        _prepare,
+        paired_control=method == "augl",
+        adapted=adapted,
+        weight=train.invl_weight if method == "augl" else train.consistency_weight,
+        element_weight=canon.element_weight if adapted and canon is not None else 0.0,
+        p=aug.p if aug.enabled else 0.0,
+        scale_range=tuple(aug.scale_range),
+        grid=tuple(aug.grid),
+        direction=aug.direction,
+        loss_fn=loss_fn,
+        dense=True,
+    )
 
 
 def validation_fn(dataset: Any, batch_size: int, num_classes: int, loss_fn, device: torch.device):
@@ -125,7 +128,7 @@ def train(cfg: Any) -> dict:
             model, size, data.num_classes, method, canon, init_from=opts.init_from
         ),
         prepare_data=prepare,
-        step_fn=make_step_fn(method, opts, cfg.aug, loss_fn),
+        step_fn=make_step_fn(method, opts, cfg.aug, loss_fn, cfg.canon),
         eval_fn=lambda val_set, device: validation_fn(
             val_set, max(16, opts.batch_size), data.num_classes, loss_fn, device
         ),

@@ -22,7 +22,14 @@ from .baselines import DiscreteCanonicalizer, EnergyNet, OptimCanonicalizer
 from .config import BackwardConfig, SolveConfig
 from .deq import DEQCanonicalizer
 from .functional import deq_canonicalize
-from .groups import GlobalScaleGroup, Group, MonotoneScaleGroup, field_shape_of, warp_stats
+from .groups import (
+    GlobalScaleGroup,
+    Group,
+    MonotoneScaleGroup,
+    element_equivariance_error,
+    field_shape_of,
+    warp_stats,
+)
 from .param_net import ParamNet, ResidualBlock, bounded_slope_range
 from .registry import (
     CanonicalizerEntry,
@@ -60,6 +67,7 @@ __all__ = [
     "canonicalizer_names",
     "create_canonicalizer",
     "deq_canonicalize",
+    "element_equivariance_error",
     "field_shape_of",
     "get_canonicalizer",
     "get_solver",

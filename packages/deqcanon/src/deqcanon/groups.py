@@ -39,7 +39,14 @@ import monowarp
 
 from ._utils import check_choice, check_option, check_tensor
 
-__all__ = ["GlobalScaleGroup", "Group", "MonotoneScaleGroup", "field_shape_of", "warp_stats"]
+__all__ = [
+    "GlobalScaleGroup",
+    "Group",
+    "MonotoneScaleGroup",
+    "element_equivariance_error",
+    "field_shape_of",
+    "warp_stats",
+]
 
 
 @runtime_checkable
@@ -120,6 +127,75 @@ def warp_stats(group: Group, params: torch.Tensor) -> dict[str, torch.Tensor]:
             stats["log_slope_mean"] = torch.where(finite, a.mean(dim=1), nan)
             stats["log_slope_max"] = torch.where(finite, a.amax(dim=1), nan)
     return stats
+
+
+def element_equivariance_error(
+    phi: monowarp.ScalingMap,
+    phi_transformed: monowarp.ScalingMap,
+    transform: monowarp.ScalingMap,
+    *,
+    points: int = 9,
+    normalize: bool = True,
+) -> torch.Tensor:
+    r"""How far predicted elements are from the defining property of a canonicalizer, eq. 5.
+
+    A canonicalizer $h$ is equivariant, $h(S(I; l)) = l \cdot h(I)$ for every $l$ (eq. 5 with the product of
+    eq. 9), exactly when its canonical form $S^{-1}(I; h(I))$ is invariant. Given the elements predicted for
+    images $I$ (``phi``) and for $S(I; l)$ (``phi_transformed``), this is the mean squared distance between
+    the maps $h(S(I; l))$ and $l \circ h(I)$ on a ``points`` x ``points`` grid inside the image (normalised
+    coordinates), evaluated with the exact composition of the group; no image is warped.
+
+    With ``normalize`` the error is divided by the mean squared displacement $|l(q) - q|^2$ at the points
+    $q = h(I)(p)$ compared: 0 is an equivariant canonicalizer, about 1 one that ignores the transformation
+    (a constant prediction, the identity included), so the number reads the same for any range of $l$.
+    Both sides carry gradients: as a training term it rewards canonicalizing itself, which the task loss
+    of a backbone trained on uncanonicalized images does not (the numerator and the denominator shrink
+    together as the compared points move to the border, where $l$ moves nothing, so that is no way out).
+
+    Args:
+        phi: `monowarp.ScalingMap` of batch `B`, the elements predicted for the images $I$.
+        phi_transformed: the elements predicted for $S(I; l)$, batch `B`.
+        transform: the elements $l$ that transformed the images, batch `B` (for images transformed by
+            $S^{-1}(I; g)$, pass ``phi`` and ``phi_transformed`` swapped with ``transform=g``).
+        points: points per side of the grid, in $[0.05, 0.95]$.
+        normalize: divide by the displacement of ``transform`` (see above).
+
+    Returns:
+        A scalar tensor.
+
+    Raises:
+        TypeError: an argument is not a `monowarp.ScalingMap`.
+        ValueError: ``points < 2`` or the batch sizes differ.
+
+    Example:
+        >>> import monowarp
+        >>> g = monowarp.MonotoneScale.identity(2, grid=(3, 3))
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> l = monowarp.sample_monotone_scale(2, (3, 3), (0.5, 2.0), generator=gen)
+        >>> float(element_equivariance_error(g, l.compose(g), l))  # equivariant
+        0.0
+        >>> round(float(element_equivariance_error(g, g, l)), 6)  # stays put: 1 by definition
+        1.0
+    """
+    for name, value in (("phi", phi), ("phi_transformed", phi_transformed), ("transform", transform)):
+        if not isinstance(value, monowarp.ScalingMap):
+            raise TypeError(f"{name} must be a monowarp.ScalingMap, got {type(value).__name__}")
+    if points < 2:
+        raise ValueError(f"points must be >= 2, got {points}")
+    b = phi.batch_size
+    if phi_transformed.batch_size != b or transform.batch_size != b:
+        raise ValueError(
+            "phi, phi_transformed and transform must have one batch size, got "
+            f"{b}, {phi_transformed.batch_size} and {transform.batch_size}"
+        )
+    t = torch.linspace(0.05, 0.95, points, device=phi.device, dtype=phi.dtype)
+    grid = torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(1, -1, 2).expand(b, -1, -1)
+    q = phi.forward_map(grid)
+    expected = transform.forward_map(q)
+    error = (phi_transformed.forward_map(grid) - expected).square().sum(-1).mean()
+    if not normalize:
+        return error
+    return error / (expected - q).square().sum(-1).mean().clamp_min(torch.finfo(error.dtype).tiny)
 
 
 def _check_params(params: Any, group: Group) -> torch.Tensor:

@@ -1,0 +1,161 @@
+"""The element-equivariance term of the paired step, the step each app trains a method with, and resuming a
+run whose stored configuration predates an option."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import deqcanon
+import latentcanon
+from lse_common.objectives import augmented_step, element_equivariance, method_step, paired_step
+from lse_common.options import CanonOptions, TrainOptions
+from lse_common.runs import RunFolder, config_differences
+from lse_common.training import option_defaults
+
+
+class _Classifier(nn.Module):
+    def __init__(self, net, head):
+        super().__init__()
+        self.net, self.head = net, head
+
+    def forward(self, x, return_results=False):
+        if return_results:
+            feats, results = self.net.forward_features(x, return_results=True)
+            return self.head(feats.mean((2, 3))), results
+        return self.head(self.net.forward_features(x).mean((2, 3)))
+
+
+def _adapted() -> _Classifier:
+    torch.manual_seed(0)
+    backbone = timm.create_model("resnet10t", num_classes=0, pretrained=False)
+    group = deqcanon.MonotoneScaleGroup(grid=(3, 3))
+    adapted = latentcanon.adapt(
+        backbone,
+        layers=["input"],
+        input_size=(3, 32, 32),
+        canonicalizer=lambda c: deqcanon.DEQCanonicalizer(
+            group, deqcanon.ParamNet(group, c, widths=(4, 8), head="bounded")
+        ),
+    )
+    return _Classifier(adapted, nn.Linear(backbone.num_features, 3))
+
+
+def _batch():
+    torch.manual_seed(3)
+    return torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+
+
+@pytest.mark.parametrize("direction", ["unwarp", "warp"])
+def test_paired_step_logs_and_weighs_the_element_equivariance_of_the_canonicalizer(direction):
+    model = _adapted()
+    batch = _batch()
+    torch.manual_seed(1)
+    loss0, m0 = paired_step(lambda b: b, weight=0.0, log_warps=True, direction=direction)(model, batch)
+    torch.manual_seed(1)
+    step = paired_step(lambda b: b, weight=0.0, element_weight=2.0, log_warps=True, direction=direction)
+    loss2, m2 = step(model, batch)
+    assert 0 <= m0["equ_elem"] == pytest.approx(m2["equ_elem"])
+    assert float(loss0.detach()) == pytest.approx(m0["ce"], rel=1e-5)
+    assert float(loss2.detach()) == pytest.approx(m2["ce"] + 2.0 * m2["equ_elem"], rel=1e-5)
+    model.zero_grad()
+    loss2.backward()
+    canon = [p.grad for p in model.net.canonicalizers.parameters() if p.grad is not None]
+    assert canon and any(float(g.abs().sum()) > 0 for g in canon)
+
+
+def test_element_equivariance_pairs_the_halves_in_the_order_of_the_warp():
+    import monowarp
+
+    def sample(n, seed):
+        generator = torch.Generator().manual_seed(seed)
+        return monowarp.sample_monotone_scale(n, (3, 3), (0.5, 2.0), generator=generator)
+
+    g, h = sample(2, 0), sample(4, 1)
+
+    class Result:
+        def __init__(self, element):
+            self.element = element
+
+    clean, warped = h[:2], h[2:]
+    results = {"input": Result(h), "skipped": Result(None)}
+    # x' = S(x; g): the warped half's element should be g composed with the clean half's; x' = S^-1(x; g):
+    # the clean half's should be g composed with the warped half's
+    as_warp = deqcanon.element_equivariance_error(clean, warped, g)
+    as_unwarp = deqcanon.element_equivariance_error(warped, clean, g)
+    assert float(element_equivariance(results, g, "warp")) == pytest.approx(float(as_warp))
+    assert float(element_equivariance(results, g, "unwarp")) == pytest.approx(float(as_unwarp))
+    assert float(as_warp) != pytest.approx(float(as_unwarp))
+    assert element_equivariance({}, g, "warp") is None
+    assert element_equivariance({"input": Result(None)}, g, "unwarp") is None
+
+
+def test_element_weight_needs_a_canonicalizer():
+    with pytest.raises(ValueError, match="canonicalizing"):
+        paired_step(lambda b: b, weight=0.0, element_weight=1.0)
+    with pytest.raises(ValueError, match="element_weight"):
+        paired_step(lambda b: b, weight=0.0, element_weight=-1.0, log_warps=True)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    class NoCanon(nn.Module):  # returns results, none with a monotone-scaling element
+        def __init__(self):
+            super().__init__()
+            self.net = plain
+
+        def forward(self, x, return_results=False):
+            return (self.net(x), {}) if return_results else self.net(x)
+
+    with pytest.raises(ValueError, match="no canonicalizer"):
+        paired_step(lambda b: b, weight=0.0, element_weight=1.0, log_warps=True)(NoCanon(), _batch())
+
+
+def test_method_step_chooses_the_objective():
+    def kind(step):
+        return step.__qualname__.split(".")[0]
+
+    common = {"scale_range": (0.5, 2.0), "grid": (4, 4)}
+    control = method_step(lambda b: b, paired_control=True, adapted=False, weight=1.0, **common)
+    assert kind(control) == "paired_step"
+    assert kind(method_step(lambda b: b, paired_control=False, adapted=False, weight=1.0, **common)) == (
+        "augmented_step"
+    )
+    assert kind(method_step(lambda b: b, paired_control=False, adapted=True, weight=0.0, **common)) == (
+        "augmented_step"
+    )
+    for weights in ({"weight": 1.0}, {"weight": 0.0, "element_weight": 0.5}):
+        step = method_step(lambda b: b, paired_control=False, adapted=True, **weights, **common)
+        assert kind(step) == "paired_step"
+    assert kind(augmented_step(lambda b: b)) == "augmented_step"
+    # the element term reaches the loss of an adapted model only
+    model = _adapted()
+    torch.manual_seed(1)
+    _, metrics = method_step(lambda b: b, paired_control=False, adapted=True, weight=0.0, element_weight=1.0)(
+        model, _batch()
+    )
+    assert "equ_elem" in metrics and "inv" in metrics
+
+
+def test_a_run_started_before_an_option_existed_resumes_at_its_default(tmp_path):
+    defaults = option_defaults(train=TrainOptions, canon=CanonOptions, runtime=None)
+    assert defaults["canon.element_weight"] == 0.0 and defaults["canon.layers"] == ["input"]
+    assert defaults["train.lr"] == TrainOptions().lr
+    new = {"train": dataclasses.asdict(TrainOptions()), "canon": dataclasses.asdict(CanonOptions())}
+    old = {"train": new["train"], "canon": {k: v for k, v in new["canon"].items() if k != "element_weight"}}
+    assert config_differences(old, new, defaults=defaults) == []
+    changed = {**new, "canon": {**new["canon"], "element_weight": 1.0}}
+    for name, config, defaults_given, error in (
+        ("default", new, True, None),
+        ("changed", changed, True, r"canon.element_weight: <absent> -> 1.0"),
+        ("no-defaults", new, False, r"canon.element_weight: <absent> -> 0.0"),
+    ):
+        RunFolder(tmp_path / name).open(old).close()
+        kwargs = {"resume": True, "defaults": defaults if defaults_given else None}
+        if error is None:
+            RunFolder(tmp_path / name).open(config, **kwargs).close()
+        else:
+            with pytest.raises(ValueError, match=error):
+                RunFolder(tmp_path / name).open(config, **kwargs)
