@@ -49,7 +49,7 @@ def test_vit_family_is_built_for_the_canvas_and_bad_names_are_rejected():
     with pytest.raises(ValueError, match="no pretrained weights"):  # offline: never downloaded
         create_backbone(MnistModel(backbone="resnet18", pretrained=True), (32, 32))
     with pytest.raises(ValueError, match="method 'aug' has no canonicalizer"):
-        from lse_mnist.models import make_canonicalizer
+        from lse_common.canonicalizers import make_canonicalizer
 
         make_canonicalizer("aug", CanonOptions())
 

@@ -10,9 +10,10 @@ from safetensors.torch import load_file
 
 import deqcanon
 from lse_common import read_csv_log
+from lse_common.canonicalizers import make_canonicalizer
 from lse_common.options import AugmentOptions, CanonOptions, TrainOptions
 from lse_mnist.cli import APP, main, train_config
-from lse_mnist.models import build_model, make_canonicalizer
+from lse_mnist.models import build_model
 from lse_mnist.options import CANONICALIZING, METHODS, MnistModel
 from lse_mnist.tables import NAMES
 from lse_mnist.training import make_step_fn

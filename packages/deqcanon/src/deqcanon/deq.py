@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._utils import check_option
+from ._utils import check_choice, check_option
 from .base import ParamNetCanonicalizer
 from .config import BackwardConfig, SolveConfig
 from .functional import deq_canonicalize, deq_map, find_fixed_point
@@ -73,6 +73,12 @@ class DEQCanonicalizer(ParamNetCanonicalizer):
             raise `FloatingPointError`. This holds for every group: a sample whose state turns non-finite
             inside the solve is evaluated at the identity (never passed to the group's own validation) and
             stays non-finite, so it ends in this fallback; the other samples are unaffected.
+        update: `"absolute"` (default, the authors' code): $f(\\Phi) = H(S^{-1}(I; \\Phi))$, H predicts the
+            parameters; `"residual"`: $f(\\Phi) = \\Phi + H(S^{-1}(I; \\Phi))$, H predicts a step, as eq. 16
+            writes the update ($\\Phi - \\nabla E$). Only the residual form can be equivariant (eq. 5): with
+            the absolute one the fixed point is $H$ of the canonical form, so an invariant canonical form
+            would give one element for a whole orbit, which eq. 5 forbids; the residual form's fixed point is
+            a canonical form on which H proposes no step, which any element of the orbit can reach.
 
     Raises:
         TypeError, ValueError: invalid options (each names the option and its valid values). Unknown
@@ -100,6 +106,7 @@ class DEQCanonicalizer(ParamNetCanonicalizer):
         jac_reg_vectors: int = 1,
         eval_backward: Literal["same", "detach"] = "same",
         on_nonfinite: Literal["identity", "raise"] = "identity",
+        update: Literal["absolute", "residual"] = "absolute",
     ) -> None:
         super().__init__(
             group, param_net, in_channels=in_channels, eval_backward=eval_backward, on_nonfinite=on_nonfinite
@@ -108,6 +115,8 @@ class DEQCanonicalizer(ParamNetCanonicalizer):
         if not isinstance(solve, SolveConfig):
             raise TypeError(f"solve must be a SolveConfig, got {type(solve).__name__}")
         check_option(jac_reg_weight, "jac_reg_weight", kind=(int, float), low=0.0)
+        check_choice(update, "update", ("absolute", "residual"))
+        self.update = update
         check_option(jac_reg_vectors, "jac_reg_vectors", kind=int, low=1)
 
         self.solve = solve
@@ -116,7 +125,10 @@ class DEQCanonicalizer(ParamNetCanonicalizer):
         self.jac_reg_vectors = jac_reg_vectors
 
     def extra_repr(self) -> str:
-        return f"solve={self.solve!r}, backward={self.backward!r}, jac_reg_weight={self.jac_reg_weight}"
+        return (
+            f"solve={self.solve!r}, backward={self.backward!r}, jac_reg_weight={self.jac_reg_weight}, "
+            f"update={self.update!r}"
+        )
 
     # ------------------------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, *, source: torch.Tensor | None = None) -> CanonicalizationResult:
@@ -149,6 +161,7 @@ class DEQCanonicalizer(ParamNetCanonicalizer):
             jac_reg_weight=self.jac_reg_weight,
             jac_reg_vectors=self.jac_reg_vectors,
             on_nonfinite=self.on_nonfinite,
+            update=self.update,
         )
 
     # ------------------------------------------------------------------------------------------- losses
@@ -173,7 +186,7 @@ class DEQCanonicalizer(ParamNetCanonicalizer):
 
         check_option(n_iters, "n_iters", kind=int, low=1)
         x, src = self._inputs(x, None)
-        f = deq_map(self.param_net, self.group, self._view(src))
+        f = deq_map(self.param_net, self.group, self._view(src), self.update)
         z0 = self.group.identity_params(x.shape[0], device=x.device, dtype=x.dtype)
         sol = find_fixed_point(f, z0, self.solve)
         with torch.enable_grad():

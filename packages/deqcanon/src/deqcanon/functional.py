@@ -33,19 +33,34 @@ _EPS = 1e-9
 
 
 def deq_map(
-    param_fn: Callable[[torch.Tensor], torch.Tensor], group: Group, source: torch.Tensor
+    param_fn: Callable[[torch.Tensor], torch.Tensor],
+    group: Group,
+    source: torch.Tensor,
+    update: Literal["absolute", "residual"] = "absolute",
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The map $f(\\Phi) = H(S^{-1}(I; \\Phi))$ of eq. 14 on the input `source` `(B, C, H, W)`.
+    """The map $f$ of eq. 14 on the input `source` `(B, C, H, W)`.
+
+    - ``update="absolute"``: $f(\\Phi) = H(S^{-1}(I; \\Phi))$, $H$ predicts the parameters themselves
+      (the authors' code);
+    - ``update="residual"``: $f(\\Phi) = \\Phi + H(S^{-1}(I; \\Phi))$, $H$ predicts a step, as eq. 16
+      writes the update, $\\Phi - \\nabla_\\Phi E(S^{-1}(I; \\Phi))$; the fixed point is a canonical form on
+      which $H$ proposes no step. The step is centred by the group's `center_params` when it has one (the
+      monotone group's logits are defined up to a shift per knot function, which would otherwise drift).
 
     A sample whose state is non-finite is evaluated at the identity and kept non-finite, so the group's own
     validation (e.g. monowarp's) never sees NaN: the solver's fallback and `on_nonfinite` handle that sample,
     and the others are unaffected (no host synchronisation).
     """
+    if update not in ("absolute", "residual"):
+        raise ValueError(f"update must be 'absolute' or 'residual', got {update!r}")
+    center = getattr(group, "center_params", None) if update == "residual" else None
 
     def f(z: torch.Tensor) -> torch.Tensor:
         finite = _expand(_finite_rows(z), z)
         safe = torch.where(finite, z, group.identity_params(z.shape[0], device=z.device, dtype=z.dtype))
         out = param_fn(group.act_inverse(source, safe))
+        if update == "residual":
+            out = safe + (center(out) if center is not None else out)
         return torch.where(_expand(finite.flatten(), out), out, torch.full_like(out, float("nan")))
 
     return f
@@ -119,8 +134,11 @@ def deq_canonicalize(
     jac_reg_weight: float = 0.0,
     jac_reg_vectors: int = 1,
     on_nonfinite: Literal["identity", "raise"] = "identity",
+    update: Literal["absolute", "residual"] = "absolute",
 ) -> CanonicalizationResult:
-    """Canonicalize `x` by the fixed point $\\Phi^* = H(S^{-1}(I; \\Phi^*))$ (eqs. 14-16).
+    """Canonicalize `x` by the fixed point $\\Phi^* = f(\\Phi^*)$ (eqs. 14-16), with
+    $f(\\Phi) = H(S^{-1}(I; \\Phi))$ or, with ``update="residual"``, $\\Phi + H(S^{-1}(I; \\Phi))$
+    (`deq_map`).
 
     1. `find_fixed_point` runs without autograd from the identity on `source` (the view $H$ sees).
     2. One more evaluation $f(\\Phi^*)$ builds the only graph; it is the returned `params`, and
@@ -142,6 +160,7 @@ def deq_canonicalize(
         jac_reg_vectors: random vectors of that estimate.
         on_nonfinite: `"identity"`: non-finite samples become the identity (the batch is detached from $H$);
             `"raise"`: raise `FloatingPointError`.
+        update: `"absolute"` ($H$ predicts the parameters) or `"residual"` ($H$ predicts a step; `deq_map`).
 
     Returns:
         `CanonicalizationResult` with `params`, `element`, `canonical`, `info`, `residual`, `jacobian_loss`.
@@ -159,7 +178,7 @@ def deq_canonicalize(
     config = SolveConfig() if solve is None else solve
     back = BackwardConfig.of(backward)
     src = x if source is None else source
-    f = deq_map(param_fn, group, src)
+    f = deq_map(param_fn, group, src, update)
     z0 = group.identity_params(x.shape[0], device=x.device, dtype=x.dtype)
 
     sol = find_fixed_point(f, z0, config, training=training)

@@ -20,6 +20,9 @@ Two optional hooks make a group fit the default networks better:
   to build its candidate set.
 - `log_slopes(params)`: `(B, P)` log local scale factors of the elements (gauge invariant, 0 at the
   identity up to rounding), used by `warp_stats` to report how far the canonicalizer warps.
+- `center_params(params)`: the same elements with the parameters' gauge fixed (the monotone group's
+  logits are defined up to a shift per knot function), used by the residual DEC update (`deq_map`) so that
+  its state does not drift along the gauge.
 
 `MonotoneScaleGroup` (on `monowarp`) is the group of the paper (Sec. 4.1); `GlobalScaleGroup`
 (isotropic scaling about the image centre, one log-scale parameter) is a minimal second group that
@@ -297,6 +300,26 @@ class MonotoneScaleGroup:
         return monowarp.unwarp(
             x, g, mode=self.mode, padding_mode=self.padding_mode, align_corners=self.align_corners
         )
+
+    def center_params(self, params: torch.Tensor) -> torch.Tensor:
+        """The same elements with each knot function's logits shifted to mean zero, `(B, D)`.
+
+        A shift of one function's logits leaves its softmax, and so the element, unchanged; centring fixes
+        that gauge (the identity is all zeros, as `identity_params`).
+
+        Examples:
+            >>> group = MonotoneScaleGroup(grid=(2, 1))
+            >>> group.center_params(torch.tensor([[1.0, 3.0, 0.0, 4.0, 5.0, 7.0, 9.0]]))
+            tensor([[-1.,  1., -2.,  2.,  0.,  0.,  0.]])
+        """
+        _check_params(params, self)
+        n, m = self.grid
+        b = params.shape[0]
+        fx = params[:, : (m + 1) * n].reshape(b, m + 1, n)
+        fy = params[:, (m + 1) * n :].reshape(b, n + 1, m)
+        fx = fx - fx.mean(dim=-1, keepdim=True)
+        fy = fy - fy.mean(dim=-1, keepdim=True)
+        return torch.cat([fx.reshape(b, -1), fy.reshape(b, -1)], dim=1)
 
     def log_slopes(self, params: torch.Tensor) -> torch.Tensor:
         """`(B, D)` log slopes of every interval of every row and column function (~0 at the identity).
