@@ -159,3 +159,39 @@ def test_a_run_started_before_an_option_existed_resumes_at_its_default(tmp_path)
         else:
             with pytest.raises(ValueError, match=error):
                 RunFolder(tmp_path / name).open(config, **kwargs)
+
+
+def test_element_step_is_label_free_and_trains_the_canonicalizers_only():
+    from lse_common.objectives import element_step, warmup_step
+
+    model = _adapted()
+    x, _ = _batch()
+    torch.manual_seed(1)
+    loss, metrics = element_step(lambda b: (b[0], None))(model, (x, None))
+    assert float(loss.detach()) == pytest.approx(metrics["equ_elem"]) and "warp_log_scale_mean" in metrics
+    loss.backward()
+    canon = {id(p) for p in model.net.canonicalizers.parameters()}
+    moved = {id(p) for p in model.parameters() if p.grad is not None and float(p.grad.abs().sum()) > 0}
+    assert moved and moved <= canon  # the backbone and head get no gradient from it
+    with pytest.raises(ValueError, match="direction"):
+        element_step(lambda b: b, direction="sideways")
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    class NoCanon(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = plain
+
+        def forward(self, z, return_results=False):
+            return (self.net(z), {}) if return_results else self.net(z)
+
+    with pytest.raises(ValueError, match="canonicalizer"):
+        element_step(lambda b: b)(NoCanon(), _batch())
+    from lse_common.options import AugmentOptions
+
+    element = CanonOptions(freeze_backbone_epochs=1, warmup_objective="element")
+    assert warmup_step(lambda b: b, True, element, AugmentOptions()) is not None
+    assert warmup_step(lambda b: b, False, element, AugmentOptions()) is None
+    assert warmup_step(lambda b: b, True, CanonOptions(), AugmentOptions()) is None
+    with pytest.raises(ValueError, match="freeze_backbone_epochs"):
+        CanonOptions(warmup_objective="element")

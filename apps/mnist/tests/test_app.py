@@ -361,3 +361,23 @@ def test_configs_are_valid(path):
         )
         assert row == path.stem or (cfg.method == path.stem and path.parent.name == "paper")
         assert cfg.data.canvas in (96, 224) and cfg.model.head in ("timm", "digits")
+
+
+def test_element_warmup_trains_the_canonicalizer_alone_then_the_task(aug_run):
+    """``canon.warmup_objective element``: the frozen epoch logs the label-free element-equivariance loss and
+    leaves the backbone as it was; the joint epoch trains on the task (with the element term)."""
+    root, aug = aug_run
+    run = root / "dec_warm"
+    flags = tiny(root, "dec_warm", "--method", "dec", "--train.init_from", str(aug), "--train.epochs", "2")
+    flags += ["--canon.freeze_backbone_epochs", "1", "--canon.warmup_objective", "element"]
+    assert main([*flags, "--canon.element_weight", "0.5"]) == 0
+    rows = [r for r in read_csv_log(run / "metrics.csv") if r["split"] == "train"]
+    frozen = [r for r in rows if r["phase"] == "frozen"]
+    joint = [r for r in rows if r["phase"] == "joint"]
+    assert frozen and joint
+    for r in frozen:  # the element loss alone: no cross-entropy, no accuracy
+        assert float(r["loss"]) == pytest.approx(float(r["equ_elem"]), rel=1e-5) and not r["ce"]
+    assert all(r["ce"] and r["equ_elem"] for r in joint)
+    # the objective needs a warm-up to apply to: refused, naming the option
+    assert main(tiny(root, "dec_warm_bad", "--method", "dec", "--canon.warmup_objective", "element")) == 2
+    assert not (root / "dec_warm_bad").exists()

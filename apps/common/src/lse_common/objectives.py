@@ -10,6 +10,8 @@ A step is what `lse_common.engine.Trainer` calls, ``step(model, batch) -> (loss,
   the loss is the mean task loss of both halves plus ``weight`` times the invariance error (eq. 24,
   squared L2) between their softmax outputs (`lsmetrics.invariance_error`). InvL is this step on the
   plain model; on a canonicalizing model it adds a consistency term to the canonicalizer's training.
+- `element_step`: label-free training of the canonicalizers alone, on the element-equivariance error of
+  eq. 5 between a batch and its warped copy (the canonicalizer warm-up of ``canon.warmup_objective element``).
 - `distillation_step`: label-free tuning, e.g. of a canonicalizer on a frozen backbone: a frozen teacher sees
   the original image, the model a rescaled version of it (a pair the data gives, or a random monotone
   scaling of the original), and the loss is the KL divergence of the model's prediction from the
@@ -46,8 +48,10 @@ __all__ = [
     "dense_consistency",
     "distillation_step",
     "element_equivariance",
+    "element_step",
     "method_step",
     "paired_step",
+    "warmup_step",
     "warp_statistics",
 ]
 
@@ -216,6 +220,63 @@ def _forward(
         return model(x), {}, {}
     logits, results = model(x, return_results=True)
     return logits, warp_statistics(results or {}), results or {}
+
+
+def element_step(
+    prepare: Prepare,
+    *,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    grid: tuple[int, int] = (4, 4),
+    direction: str = "unwarp",
+) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
+    r"""Label-free training of canonicalizers: the element-equivariance error (eq. 5, `element_equivariance`)
+    of a canonicalizing model's canonicalizers between a batch and its copy warped by $\Phi \sim \Omega$.
+
+    The model runs as usual (``return_results=True``) but its output is not used, and the targets are
+    ignored: the step for a warm-up in which the backbone is frozen and only the canonicalizers learn to
+    canonicalize (``canon.warmup_objective element``), before the task loss takes over.
+
+    Args:
+        prepare: ``batch -> (x, target)``; the target is not used.
+        scale_range: local scale factors of $\Phi$.
+        grid: knot intervals (N, M) of $\Phi$.
+        direction: the warped copy is $S^{-1}(x; \Phi)$ (``"unwarp"``) or $S(x; \Phi)$ (``"warp"``).
+
+    Returns:
+        The step; its metrics are ``equ_elem`` (the loss) and the warp statistics.
+
+    Raises:
+        ValueError: an unknown direction; at the first step, a model without a monotone-scaling canonicalizer.
+    """
+    import monowarp
+
+    if direction not in ("unwarp", "warp"):
+        raise ValueError(f"direction must be 'unwarp' or 'warp', got {direction!r}")
+    apply = monowarp.unwarp if direction == "unwarp" else monowarp.warp
+
+    def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        x, _ = prepare(batch)
+        g = monowarp.sample_monotone_scale(
+            x.shape[0], tuple(grid), tuple(scale_range), device=x.device, dtype=x.dtype
+        )
+        _, stats, results = _forward(model, torch.cat([x, apply(x, g)]), True)
+        elem = element_equivariance(results, g, direction)
+        if elem is None:
+            raise ValueError("element_step needs a model with a canonicalizer with a monotone scaling")
+        return elem, {"equ_elem": float(elem.detach()), **stats}
+
+    return step
+
+
+def warmup_step(prepare: Prepare, adapted: bool, canon: Any, aug: Any):
+    """The step of the backbone-frozen warm-up (`TrainingJob.warmup_step_fn`): `element_step` with the
+    warps of ``aug`` (``scale_range``, ``grid``, ``direction``) for a canonicalizing model (``adapted``)
+    with ``canon.warmup_objective == "element"``, else ``None`` (the method's own step)."""
+    if not adapted or canon is None or canon.warmup_objective != "element":
+        return None
+    return element_step(
+        prepare, scale_range=tuple(aug.scale_range), grid=tuple(aug.grid), direction=aug.direction
+    )
 
 
 def method_step(

@@ -164,6 +164,9 @@ class CanonOptions:
         grad_clip: clip the canonicalizers' gradient norm separately (default: train.grad_clip).
         freeze_backbone_epochs: epochs at the start in which only the canonicalizers train (backbone and
             head frozen and in eval mode), as the authors train their DEC before the joint phase.
+        warmup_objective: what the canonicalizers learn in the backbone-frozen warm-up epochs
+            (freeze_backbone_epochs): task (the method's own loss, as the authors' warm-up) or element (the
+            label-free element-equivariance error alone, eq. 5: canonicalizing itself).
         element_weight: weight of the element-equivariance term (eq. 5, `deqcanon.element_equivariance_error`)
             between the canonicalizers' elements on a batch and on its randomly warped copy; > 0 trains on
             that paired batch (0: off; the term is logged as equ_elem whenever the batch is paired).
@@ -198,6 +201,7 @@ class CanonOptions:
     lr: PositiveFloat = 1e-3
     grad_clip: PositiveFloat | None = None
     freeze_backbone_epochs: NonNegativeInt = 0
+    warmup_objective: Literal["task", "element"] = "task"
     element_weight: NonNegativeFloat = 0.0
     num_elements: PositiveInt = 64
     scale_range: tuple[float, float] = (0.5, 2.0)
@@ -231,6 +235,8 @@ class CanonOptions:
         check_range("canon.scale_range", self.scale_range)
         if self.dec_temperature is not None and self.dec_head != "bounded":
             raise ValueError("canon.dec_temperature applies to canon.dec_head bounded only")
+        if self.warmup_objective == "element" and self.freeze_backbone_epochs == 0:
+            raise ValueError("canon.warmup_objective element needs canon.freeze_backbone_epochs > 0")
 
     @property
     def layer_list(self) -> list[int | str]:

@@ -205,6 +205,9 @@ class TrainingJob:
         frozen_modules: ``model -> modules`` frozen (eval mode, no updates) in the warm-up phase; default:
             every direct child of the model except those that hold canonicalizers.
         description: a line for the log.
+        warmup_step_fn: the step of the backbone-frozen warm-up epochs (``canon.freeze_backbone_epochs``)
+            in place of ``step_fn`` (e.g. `lse_common.objectives.element_step` for
+            ``canon.warmup_objective element``); ``None``: ``step_fn`` throughout.
     """
 
     out_dir: Path
@@ -215,6 +218,7 @@ class TrainingJob:
     eval_fn: Callable[[Dataset, torch.device], Callable[[nn.Module], Mapping[str, float]]] | None = None
     frozen_modules: Callable[[nn.Module], Sequence[nn.Module]] | None = None
     description: str = ""
+    warmup_step_fn: StepFn | None = None
 
 
 def backbone_modules(model: nn.Module) -> list[nn.Module]:
@@ -323,10 +327,17 @@ def run_training(
             adapted = bool(canonicalizer_modules(model))
             if frozen_epochs and not adapted:
                 raise ValueError("canon.freeze_backbone_epochs needs a method with canonicalizers")
+            step_fn = job.step_fn
+            if job.warmup_step_fn is not None and frozen_epochs:
+                phases = {"frozen": job.warmup_step_fn, "joint": job.step_fn}
+
+                def step_fn(model: nn.Module, batch: Any) -> Any:  # the trainer's phase picks the step
+                    return phases[trainer.phase](model, batch)
+
             trainer = Trainer(
                 model,
                 optimizer,
-                job.step_fn,
+                step_fn,
                 out_dir=job.out_dir,
                 dist=info,
                 scheduler=scheduler,

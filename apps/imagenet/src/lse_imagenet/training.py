@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lse_common.canonicalizers import CANONICALIZING_METHODS
-from lse_common.objectives import classification_recipe, distillation_step, method_step
+from lse_common.objectives import classification_recipe, distillation_step, method_step, warmup_step
 from lse_common.options import AugmentOptions, CanonOptions, TrainOptions
 from lse_common.training import TrainingJob, run_training
 
@@ -376,5 +376,6 @@ def train(cfg: Any) -> dict:
         eval_fn=lambda val_set, device: validation_fn(val_set, max(32, 2 * opts.batch_size), device),
         description=f"{method}{' (label-free)' if recipe.label_free else ''} on {model.backbone}, "
         f"{data.img_size}px images",
+        warmup_step_fn=warmup_step(_prepare, adapted, canon, cfg.aug),
     )
     return run_training(job, train=opts, runtime=cfg.runtime, canon=canon if adapted else None)

@@ -13,7 +13,10 @@ The objective of each method (the batch is ``x`` in ``[0, 1]`` and labels ``y``)
   The paper's and the authors' "Ours" is trained on cross-entropy alone (consistency weight 0);
 - ``dec``, ``stn`` with ``canon.element_weight > 0``: the paired batch, plus that weight times the
   element-equivariance error of the canonicalizer between the halves (eq. 5,
-  `deqcanon.element_equivariance_error`): a term that rewards canonicalizing itself.
+  `deqcanon.element_equivariance_error`): a term that rewards canonicalizing itself;
+- with ``canon.freeze_backbone_epochs > 0`` and ``canon.warmup_objective element``, the backbone-frozen
+  warm-up epochs train the canonicalizers on that error alone, without labels
+  (`lse_common.objectives.warmup_step`).
 
 Everything else is `lse_common.training.run_training`: the run folder, timm's optimizer over the backbone
 and canonicalizer parameter groups (``train.lr`` and ``canon.lr``), timm's schedule, the canonicalizers'
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lse_common.objectives import method_step
+from lse_common.objectives import method_step, warmup_step
 from lse_common.options import AugmentOptions, CanonOptions, TrainOptions
 from lse_common.training import TrainingJob, run_training
 
@@ -114,6 +117,7 @@ def train(cfg: Any) -> dict:
         step_fn=make_step_fn(method, opts, cfg.aug, cfg.canon),
         eval_fn=lambda val_set, device: validation_fn(val_set, max(128, 2 * opts.batch_size), device),
         description=f"{method} on {model.backbone}, {size[1]}x{size[0]} scenes",
+        warmup_step_fn=warmup_step(_prepare, method in CANONICALIZING, cfg.canon, cfg.aug),
     )
     adapted = method in CANONICALIZING
     return run_training(job, train=opts, runtime=cfg.runtime, canon=canon if adapted else None)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lse_common.objectives import method_step
+from lse_common.objectives import method_step, warmup_step
 from lse_common.options import AugmentOptions, CanonOptions, TrainOptions
 from lse_common.training import TrainingJob, run_training
 
@@ -133,6 +133,7 @@ def train(cfg: Any) -> dict:
             val_set, max(16, opts.batch_size), data.num_classes, loss_fn, device
         ),
         description=f"{method} on {model.backbone}, {size[1]}x{size[0]} images",
+        warmup_step_fn=warmup_step(_prepare, method in CANON_METHODS, canon, cfg.aug),
     )
     adapted = method in CANON_METHODS
     return run_training(job, train=opts, runtime=cfg.runtime, canon=canon if adapted else None)
