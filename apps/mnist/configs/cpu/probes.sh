@@ -47,6 +47,10 @@ declare -A PROBES=(
   [warm_stn]="--method stn --train.epochs 12 --canon.freeze_backbone_epochs 10 --canon.warmup_objective element --canon.element_weight 1"
   [warm_dec]="--train.epochs 12 --canon.freeze_backbone_epochs 10 --canon.warmup_objective element --canon.element_weight 1"
   [warm_dec_residual]="--train.epochs 12 --canon.freeze_backbone_epochs 10 --canon.warmup_objective element --canon.element_weight 1 --canon.dec_update residual --canon.dec_backward phantom"
+  [element_id_w4]="--canon.element_weight 4.0"
+  [element_stn_id_w4]="--method stn --canon.element_weight 4.0"
+  [element_stn_id_w4_view96]="--method stn --canon.element_weight 4.0 --canon.dec_view_size 96"
+  [element_stn_id_w4_warmup]="--method stn --canon.element_weight 4.0 --canon.freeze_backbone_epochs 1"
   [residual]="--canon.dec_update residual --canon.dec_backward phantom"
   [residual_element]="--canon.dec_update residual --canon.dec_backward phantom --canon.element_weight 1.0"
   [residual_element_w4]="--canon.dec_update residual --canon.dec_backward phantom --canon.element_weight 4.0"
@@ -54,7 +58,8 @@ declare -A PROBES=(
 )
 # the controls at the probes' budget: the same H applied once (stn), the aug objective, invl
 ORDER=(base bounded latent grid3 view96 warmup lr1e-2 consistency stn aug_continued invl stn_identity_init
-  consistency_identity_init element element_w4 element_identity_init element_stn residual residual_element
+  consistency_identity_init element element_w4 element_identity_init element_stn element_id_w4 element_stn_id_w4
+  element_stn_id_w4_view96 element_stn_id_w4_warmup warm_stn warm_dec warm_dec_residual residual residual_element
   residual_element_w4 residual_element_lr1e-2)
 NAMES=("$@")
 [ ${#NAMES[@]} -gt 0 ] || NAMES=("${ORDER[@]}")
