@@ -378,6 +378,8 @@ def test_element_warmup_trains_the_canonicalizer_alone_then_the_task(aug_run):
     for r in frozen:  # the element loss alone: no cross-entropy, no accuracy
         assert float(r["loss"]) == pytest.approx(float(r["equ_elem"]), rel=1e-5) and not r["ce"]
     assert all(r["ce"] and r["equ_elem"] for r in joint)
+    # the warm-up runs at the start rate and the cosine spans the joint epoch after it
+    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])
     # the objective needs a warm-up to apply to: refused, naming the option
     assert main(tiny(root, "dec_warm_bad", "--method", "dec", "--canon.warmup_objective", "element")) == 2
     assert not (root / "dec_warm_bad").exists()

@@ -162,8 +162,9 @@ class CanonOptions:
         grid: knot intervals (N, M) of the canonicalizers' monotone scalings.
         lr: learning rate of the canonicalizers.
         grad_clip: clip the canonicalizers' gradient norm separately (default: train.grad_clip).
-        freeze_backbone_epochs: epochs at the start in which only the canonicalizers train (backbone and
-            head frozen and in eval mode), as the authors train their DEC before the joint phase.
+        freeze_backbone_epochs: epochs at the start (of train.epochs) in which only the canonicalizers train
+            (backbone and head frozen and in eval mode), as the authors train their DEC before the joint
+            phase; they run at the schedule's first rates and the schedule spans the joint epochs after them.
         warmup_objective: what the canonicalizers learn in the backbone-frozen warm-up epochs
             (freeze_backbone_epochs): task (the method's own loss, as the authors' warm-up) or element (the
             label-free element-equivariance error alone, eq. 5: canonicalizing itself).

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "DelayedSchedule",
     "check_clip",
     "clip_gradients",
     "is_timm_scheduler",
@@ -28,6 +29,51 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class DelayedSchedule:
+    """A timm scheduler that starts after ``delay_epochs`` epochs of ``updates_per_epoch`` updates: until
+    then the rates stay at the schedule's first value, afterwards the schedule runs as if training began
+    there (e.g. a backbone-frozen warm-up that must not use up the joint phase's cosine).
+
+    Driven like the scheduler it wraps (`step_update`, `step`), and stored with it (`state_dict`).
+
+    Examples:
+        >>> import torch
+        >>> from timm.scheduler import CosineLRScheduler
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        >>> sched = DelayedSchedule(CosineLRScheduler(opt, t_initial=2), delay_epochs=2, updates_per_epoch=1)
+        >>> rates = []
+        >>> for epoch in range(4):
+        ...     sched.step(epoch)
+        ...     rates.append(round(opt.param_groups[0]["lr"], 3))
+        >>> rates
+        [1.0, 1.0, 1.0, 0.5]
+    """
+
+    def __init__(self, scheduler: Any, delay_epochs: int, updates_per_epoch: int) -> None:
+        if not is_timm_scheduler(scheduler):
+            raise TypeError(f"DelayedSchedule wraps a timm scheduler, got {type(scheduler).__name__}")
+        if delay_epochs < 0 or updates_per_epoch < 1:
+            raise ValueError(
+                "delay_epochs must be >= 0 and updates_per_epoch >= 1, "
+                f"got {delay_epochs} and {updates_per_epoch}"
+            )
+        self.scheduler = scheduler
+        self.delay_epochs = delay_epochs
+        self.delay_updates = delay_epochs * updates_per_epoch
+
+    def step_update(self, num_updates: int, metric: float | None = None) -> None:
+        self.scheduler.step_update(num_updates=max(0, num_updates - self.delay_updates), metric=metric)
+
+    def step(self, epoch: int, metric: float | None = None) -> None:
+        self.scheduler.step(max(0, epoch - self.delay_epochs), metric)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state)
 
 
 def is_timm_scheduler(scheduler: Any) -> bool:

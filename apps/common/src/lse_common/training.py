@@ -162,22 +162,30 @@ def create_optimizer(
 
 
 def create_scheduler(
-    optimizer: torch.optim.Optimizer, train: TrainOptions, updates_per_epoch: int
+    optimizer: torch.optim.Optimizer, train: TrainOptions, updates_per_epoch: int, delay_epochs: int = 0
 ) -> tuple[Any | None, str | None]:
     """timm's schedule ``train.sched`` stepped every update (``None`` for ``"none"``), and its monitor.
 
     ``plateau`` reduces the rate when the validation accuracy (``val_acc``) stops improving; the others
     follow the number of updates, with ``train.warmup_epochs`` of linear warm-up from ``train.warmup_lr``.
+    With ``delay_epochs`` (the backbone-frozen warm-up) the schedule spans the remaining epochs and starts
+    after them (`lse_common.schedules.DelayedSchedule`); the warm-up runs at the schedule's first rates.
     """
     from timm.scheduler import create_scheduler_v2
 
+    from .schedules import DelayedSchedule
+
     if train.sched == "none":
         return None, None
+    if not 0 <= delay_epochs < train.epochs:
+        raise ValueError(
+            f"the warm-up ({delay_epochs} epochs) must leave epochs to train (train.epochs {train.epochs})"
+        )
     plateau = train.sched == "plateau"
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched=train.sched,
-        num_epochs=train.epochs,
+        num_epochs=train.epochs - delay_epochs,
         min_lr=train.min_lr,
         warmup_lr=train.warmup_lr,
         warmup_epochs=train.warmup_epochs,
@@ -187,6 +195,8 @@ def create_scheduler(
         patience_epochs=3,
         decay_rate=0.5 if plateau else 0.1,
     )
+    if delay_epochs:
+        scheduler = DelayedSchedule(scheduler, delay_epochs, max(1, updates_per_epoch))
     return scheduler, ("val_acc" if plateau else None)
 
 
@@ -312,7 +322,8 @@ def run_training(
                     f"{len(train_set)} training items: no full batch"  # type: ignore[arg-type]
                 )
             optimizer = create_optimizer(model, train, canon)
-            scheduler, monitor = create_scheduler(optimizer, train, updates)
+            frozen_epochs = canon.freeze_backbone_epochs if canon is not None else 0
+            scheduler, monitor = create_scheduler(optimizer, train, updates, delay_epochs=frozen_epochs)
             canon_clip = (
                 canon.grad_clip if canon is not None and canon.grad_clip is not None else train.grad_clip
             )
@@ -323,7 +334,6 @@ def run_training(
                     for name, value in (("backbone", train.grad_clip), ("canonicalizers", canon_clip))
                     if value is not None
                 }
-            frozen_epochs = canon.freeze_backbone_epochs if canon is not None else 0
             adapted = bool(canonicalizer_modules(model))
             if frozen_epochs and not adapted:
                 raise ValueError("canon.freeze_backbone_epochs needs a method with canonicalizers")
