@@ -39,7 +39,6 @@ classifier is always replaced by a fresh 1,000-class head for the numbers 000-99
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -47,6 +46,7 @@ from torch import nn
 import latentcanon
 from lse_common.canonicalizers import adapt_for_method
 from lse_common.options import CanonOptions
+from lse_common.training import load_init_weights
 
 from .options import CANONICALIZING, MnistModel
 
@@ -208,17 +208,6 @@ class DigitClassifier(nn.Module):
         return (logits, results) if return_results else logits
 
 
-def _load_init(model: DigitClassifier, init_from: str) -> None:
-    from lse_common import load_checkpoint
-
-    path = Path(init_from)
-    if path.is_dir():
-        final = path / "final.safetensors"
-        path = final if final.is_file() else path / "checkpoints"
-    load_checkpoint(path, model)
-    logger.info("initialised from %s", path)
-
-
 def build_model(
     model: MnistModel,
     size: tuple[int, int],
@@ -246,7 +235,7 @@ def build_model(
     head = DigitsHead(backbone.num_features, layout) if model.head == "digits" else None
     classifier = DigitClassifier(backbone, mean, std, head)
     if for_training and init_from:
-        _load_init(classifier, init_from)
+        load_init_weights(classifier, init_from)
     if method in CANONICALIZING:
         adapted = adapt_for_method(classifier.net, method, canon, (1, *size))
         classifier = DigitClassifier(adapted, mean, std, head)
