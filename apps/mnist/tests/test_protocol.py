@@ -33,16 +33,20 @@ def test_row_names():
 
 
 def test_fine_tuned_controls_share_the_budget():
-    """Same backbone lr, clip, batch, schedule and epochs for every fine-tuned method; aug continued sees as
-    many images as the doubled batches of invl and dec (twice the epochs)."""
-    budget = {
-        n: {k: _config(n)["train"][k] for k in ("epochs", "lr", "grad_clip", "batch_size", "sched")}
-        for n in FINE_TUNED
-    }
-    epochs = budget["dec"]["epochs"]
-    for name, b in budget.items():
+    """Same backbone lr, clip, batch, schedule and joint epochs for every fine-tuned method (a label-free
+    canonicalizer warm-up with the backbone frozen comes on top); aug continued sees as many images as the
+    doubled batches of invl and dec (twice the epochs)."""
+
+    def budget(name: str) -> dict:
+        cfg = _config(name)
+        joint = cfg["train"]["epochs"] - cfg["canon"]["freeze_backbone_epochs"]
+        return {**{k: cfg["train"][k] for k in ("lr", "grad_clip", "batch_size", "sched")}, "epochs": joint}
+
+    budgets = {n: budget(n) for n in FINE_TUNED}
+    epochs = budgets["dec"]["epochs"]
+    for name, b in budgets.items():
         expected = 2 * epochs if name == "aug_continued" else epochs
-        assert b == {**budget["dec"], "epochs": expected}, name
+        assert b == {**budgets["dec"], "epochs": expected}, name
     assert _config("aug")["train"]["epochs"] > 2 * epochs
 
 
@@ -52,9 +56,13 @@ def test_dec_configs_differ_in_the_consistency_term_only():
     assert dec == ce
 
 
-def test_dec_eq_is_dec_ce_with_the_element_term():
+def test_dec_eq_is_dec_ce_with_the_element_warmup_and_term():
     eq, ce = _config("dec_eq"), _config("dec_ce")
     assert eq["canon"].pop("element_weight") > 0 == ce["canon"].pop("element_weight")
+    assert (eq["canon"].pop("warmup_objective"), ce["canon"].pop("warmup_objective")) == ("element", "task")
+    warmup = eq["canon"].pop("freeze_backbone_epochs")
+    assert warmup > 0 == ce["canon"].pop("freeze_backbone_epochs")
+    assert eq["train"].pop("epochs") == ce["train"].pop("epochs") + warmup
     assert eq == ce
 
 
@@ -64,7 +72,7 @@ def test_protocol_data_resolves_a_point_of_accuracy():
     ev = APP.command_parser("evaluate").parse_args(["--config", str(CPU / "evaluate.yaml"), "--runs", "x"])
     assert ev.eval.size is None  # every test scene
     script = (CPU / "run_all.sh").read_text()
-    for name in ("aug", "aug_continued", "invl", "dec_ce", "dec", "stn"):
+    for name in ("aug", "aug_continued", "invl", "dec_ce", "dec", "dec_eq", "stn"):
         assert (CPU / f"{name}.yaml").is_file() and name in script
 
 

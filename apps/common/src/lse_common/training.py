@@ -169,7 +169,9 @@ def create_scheduler(
     ``plateau`` reduces the rate when the validation accuracy (``val_acc``) stops improving; the others
     follow the number of updates, with ``train.warmup_epochs`` of linear warm-up from ``train.warmup_lr``.
     With ``delay_epochs`` (the backbone-frozen warm-up) the schedule spans the remaining epochs and starts
-    after them (`lse_common.schedules.DelayedSchedule`); the warm-up runs at the schedule's first rates.
+    after them (`lse_common.schedules.DelayedSchedule`); the warm-up runs at the schedule's first rates. A
+    run that is all warm-up (``delay_epochs >= train.epochs``, e.g. label-free tuning of a canonicalizer on
+    a frozen backbone) follows the schedule over all its epochs.
     """
     from timm.scheduler import create_scheduler_v2
 
@@ -177,10 +179,10 @@ def create_scheduler(
 
     if train.sched == "none":
         return None, None
-    if not 0 <= delay_epochs < train.epochs:
-        raise ValueError(
-            f"the warm-up ({delay_epochs} epochs) must leave epochs to train (train.epochs {train.epochs})"
-        )
+    if delay_epochs < 0:
+        raise ValueError(f"delay_epochs must be >= 0, got {delay_epochs}")
+    if delay_epochs >= train.epochs:  # all warm-up: the schedule is the warm-up's
+        delay_epochs = 0
     plateau = train.sched == "plateau"
     scheduler, _ = create_scheduler_v2(
         optimizer,

@@ -8,7 +8,7 @@
 #   comparison is complete before the next seed starts).
 # Environment:
 #   SEEDS="0 1 2"    the seeds;
-#   METHODS="aug_continued invl dec_ce dec stn"  the fine-tuned rows (the configs of this folder; canon and
+#   METHODS="aug_continued invl dec_ce dec stn dec_eq"  the fine-tuned rows (the configs of this folder; canon and
 #                    optim are there too);
 #   THREADS=2        torch threads;
 #   LSE_MNIST=lse-mnist  the command (e.g. "python -m lse_mnist");
@@ -23,7 +23,7 @@
 set -euo pipefail
 CFG="$(dirname "$0")"
 SEEDS="${SEEDS:-0 1 2}"
-METHODS="${METHODS:-aug_continued invl dec_ce dec stn}"
+METHODS="${METHODS:-aug_continued invl dec_ce dec stn dec_eq}"
 THREADS="${THREADS:-2}"
 read -r -a CLI <<< "${LSE_MNIST:-lse-mnist}"
 read -r -a SCRATCH <<< "${SCRATCH_AUG_ARGS:---train.epochs 48 --train.lr 3e-3}"
