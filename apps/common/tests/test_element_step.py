@@ -45,6 +45,17 @@ def _adapted() -> _Classifier:
     return _Classifier(adapted, nn.Linear(backbone.num_features, 3))
 
 
+class _NoCanon(nn.Module):
+    """A model that returns canonicalizer results, none with a monotone-scaling element."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    def forward(self, x, return_results=False):
+        return (self.net(x), {}) if return_results else self.net(x)
+
+
 def _batch():
     torch.manual_seed(3)
     return torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
@@ -99,18 +110,8 @@ def test_element_weight_needs_a_canonicalizer():
         paired_step(lambda b: b, weight=0.0, element_weight=1.0)
     with pytest.raises(ValueError, match="element_weight"):
         paired_step(lambda b: b, weight=0.0, element_weight=-1.0, log_warps=True)
-    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
-
-    class NoCanon(nn.Module):  # returns results, none with a monotone-scaling element
-        def __init__(self):
-            super().__init__()
-            self.net = plain
-
-        def forward(self, x, return_results=False):
-            return (self.net(x), {}) if return_results else self.net(x)
-
     with pytest.raises(ValueError, match="no canonicalizer"):
-        paired_step(lambda b: b, weight=0.0, element_weight=1.0, log_warps=True)(NoCanon(), _batch())
+        paired_step(lambda b: b, weight=0.0, element_weight=1.0, log_warps=True)(_NoCanon(), _batch())
 
 
 def test_method_step_chooses_the_objective():
@@ -175,18 +176,8 @@ def test_element_step_is_label_free_and_trains_the_canonicalizers_only():
     assert moved and moved <= canon  # the backbone and head get no gradient from it
     with pytest.raises(ValueError, match="direction"):
         element_step(lambda b: b, direction="sideways")
-    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
-
-    class NoCanon(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = plain
-
-        def forward(self, z, return_results=False):
-            return (self.net(z), {}) if return_results else self.net(z)
-
     with pytest.raises(ValueError, match="canonicalizer"):
-        element_step(lambda b: b)(NoCanon(), _batch())
+        element_step(lambda b: b)(_NoCanon(), _batch())
     from lse_common.options import AugmentOptions
 
     element = CanonOptions(freeze_backbone_epochs=1, warmup_objective="element")
@@ -195,3 +186,31 @@ def test_element_step_is_label_free_and_trains_the_canonicalizers_only():
     assert warmup_step(lambda b: b, True, CanonOptions(), AugmentOptions()) is None
     with pytest.raises(ValueError, match="freeze_backbone_epochs"):
         CanonOptions(warmup_objective="element")
+
+
+def test_options_step_reads_the_option_groups():
+    from lse_common.objectives import options_step
+    from lse_common.options import AugmentOptions
+
+    def kind(step):
+        return step.__qualname__.split(".")[0]
+
+    train, aug = TrainOptions(consistency_weight=0.0), AugmentOptions()
+    common = {"train": train, "aug": aug}
+    assert kind(options_step(lambda b: b, "invl", control="invl", adapted=False, **common)) == "paired_step"
+    assert kind(options_step(lambda b: b, "aug", control="invl", adapted=False, **common)) == "augmented_step"
+    dec = CanonOptions(element_weight=1.0)
+    assert kind(options_step(lambda b: b, "dec", control="invl", adapted=True, canon=dec, **common)) == (
+        "paired_step"
+    )
+    # an element weight on a model without canonicalizers does nothing: the plain augmented step
+    assert kind(options_step(lambda b: b, "aug", control="invl", adapted=False, canon=dec, **common)) == (
+        "augmented_step"
+    )
+    # augment=False (a base model) trains on the batch as it is
+    x, y = _batch()
+    seen = []
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 3))
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    options_step(lambda b: b, "base", control="invl", adapted=False, augment=False, **common)(model, (x, y))
+    assert torch.equal(seen[0], x)

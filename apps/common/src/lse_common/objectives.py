@@ -50,6 +50,7 @@ __all__ = [
     "element_equivariance",
     "element_step",
     "method_step",
+    "options_step",
     "paired_step",
     "warmup_step",
     "warp_statistics",
@@ -266,6 +267,38 @@ def element_step(
         return elem, {"equ_elem": float(elem.detach()), **stats}
 
     return step
+
+
+def options_step(
+    prepare: Prepare,
+    method: str,
+    *,
+    control: str,
+    adapted: bool,
+    train: Any,
+    aug: Any,
+    canon: Any = None,
+    augment: bool = True,
+    **common: Any,
+) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
+    """`method_step` from an app's option groups: the paired control ``control`` (``"invl"``, ``"augl"``)
+    with ``train.invl_weight``, a canonicalizing method (``adapted``) with ``train.consistency_weight`` and
+    ``canon.element_weight``, the warps of ``aug`` (``p`` only when ``aug.enabled`` and ``augment``).
+
+    ``common`` goes on to the steps (``loss_fn``, ``mix``, ``dense``).
+    """
+    return method_step(
+        prepare,
+        paired_control=method == control,
+        adapted=adapted,
+        weight=train.invl_weight if method == control else train.consistency_weight,
+        element_weight=canon.element_weight if adapted and canon is not None else 0.0,
+        p=aug.p if aug.enabled and augment else 0.0,
+        scale_range=tuple(aug.scale_range),
+        grid=tuple(aug.grid),
+        direction=aug.direction,
+        **common,
+    )
 
 
 def warmup_step(prepare: Prepare, adapted: bool, canon: Any, aug: Any):

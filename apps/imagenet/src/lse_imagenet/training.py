@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lse_common.canonicalizers import CANONICALIZING_METHODS
-from lse_common.objectives import classification_recipe, distillation_step, method_step, warmup_step
+from lse_common.objectives import classification_recipe, distillation_step, options_step, warmup_step
 from lse_common.options import AugmentOptions, CanonOptions, TrainOptions
 from lse_common.training import TrainingJob, run_training
 
@@ -257,16 +257,15 @@ def make_step_fn(
         smoothing=recipe.smoothing,
     )
     adapted = method in CANONICALIZING_METHODS
-    return method_step(
+    return options_step(
         _prepare,
-        paired_control=method == "invl",
+        method,
+        control="invl",
         adapted=adapted,
-        weight=train.invl_weight if method == "invl" else train.consistency_weight,
-        element_weight=canon.element_weight if adapted and canon is not None else 0.0,
-        p=aug.p if aug.enabled and method != "base" else 0.0,
-        scale_range=tuple(aug.scale_range),
-        grid=tuple(aug.grid),
-        direction=aug.direction,
+        train=train,
+        aug=aug,
+        canon=canon,
+        augment=method != "base",
         loss_fn=loss_fn,
         mix=mix,
     )

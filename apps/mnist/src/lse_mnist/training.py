@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lse_common.objectives import method_step, warmup_step
+from lse_common.objectives import options_step, warmup_step
 from lse_common.options import AugmentOptions, CanonOptions, TrainOptions
 from lse_common.training import TrainingJob, run_training
 
@@ -56,17 +56,7 @@ def _prepare(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
 def make_step_fn(method: str, train: TrainOptions, aug: AugmentOptions, canon: CanonOptions | None = None):
     """The training step of ``method`` (see the module docstring)."""
     adapted = method in CANONICALIZING
-    return method_step(
-        _prepare,
-        paired_control=method == "invl",
-        adapted=adapted,
-        weight=train.invl_weight if method == "invl" else train.consistency_weight,
-        element_weight=canon.element_weight if adapted and canon is not None else 0.0,
-        p=aug.p if aug.enabled else 0.0,
-        scale_range=tuple(aug.scale_range),
-        grid=tuple(aug.grid),
-        direction=aug.direction,
-    )
+    return options_step(_prepare, method, control="invl", adapted=adapted, train=train, aug=aug, canon=canon)
 
 
 def validation_fn(dataset: SceneDataset, batch_size: int, device: torch.device):

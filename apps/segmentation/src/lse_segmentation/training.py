@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lse_common.objectives import method_step, warmup_step
+from lse_common.objectives import options_step, warmup_step
 from lse_common.options import AugmentOptions, CanonOptions, TrainOptions
 from lse_common.training import TrainingJob, run_training
 
@@ -59,16 +59,14 @@ def make_step_fn(
 ):
     """The training step of ``method`` (see the module docstring)."""
     adapted = method in CANON_METHODS
-    return method_step(
+    return options_step(
         _prepare,
-        paired_control=method == "augl",
+        method,
+        control="augl",
         adapted=adapted,
-        weight=train.invl_weight if method == "augl" else train.consistency_weight,
-        element_weight=canon.element_weight if adapted and canon is not None else 0.0,
-        p=aug.p if aug.enabled else 0.0,
-        scale_range=tuple(aug.scale_range),
-        grid=tuple(aug.grid),
-        direction=aug.direction,
+        train=train,
+        aug=aug,
+        canon=canon,
         loss_fn=loss_fn,
         dense=True,
     )
