@@ -463,7 +463,8 @@ def paired_step(
         acc = _accuracy(clean, target)
         metrics = {"ce": float(ce.detach()), name: float(term.detach()), "acc": acc, **stats}
         loss = ce + weight * term
-        elem = element_equivariance(results, g, direction) if results else None
+        with torch.set_grad_enabled(torch.is_grad_enabled() and element_weight > 0):  # else only logged
+            elem = element_equivariance(results, g, direction) if results else None
         if elem is not None:
             metrics["equ_elem"] = float(elem.detach())
             if element_weight > 0:
