@@ -43,6 +43,16 @@ def test_the_warm_up_keeps_the_start_rate_and_the_schedule_spans_the_rest():
     assert again.state_dict() == state
 
 
+def test_the_delay_holds_the_base_rates_and_the_learning_rate_warm_up_follows_it():
+    train = TrainOptions(epochs=4, lr=1.0, sched="cosine", warmup_epochs=1, warmup_lr=0.01, min_lr=0.0)
+    opt = _optimizer()
+    delayed, _ = create_scheduler(opt, train, updates_per_epoch=2, delay_epochs=2)
+    rates = _rates(delayed, opt, 4, 2)
+    assert rates[:4] == [1.0] * 4  # the frozen warm-up at the base rate, not the warm-up's 0.01
+    assert rates[4] == pytest.approx(0.01)  # then the schedule from its start: the lr warm-up first
+    assert rates[5] == pytest.approx(0.505)
+
+
 def test_no_warm_up_and_an_all_warm_up_run_follow_the_plain_schedule():
     train = TrainOptions(epochs=3, lr=1.0, sched="cosine", warmup_epochs=0)
     for delay in (0, 3, 5):

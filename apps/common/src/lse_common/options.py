@@ -164,7 +164,8 @@ class CanonOptions:
         grad_clip: clip the canonicalizers' gradient norm separately (default: train.grad_clip).
         freeze_backbone_epochs: epochs at the start (of train.epochs) in which only the canonicalizers train
             (backbone and head frozen and in eval mode), as the authors train their DEC before the joint
-            phase; they run at the schedule's first rates and the schedule spans the joint epochs after them.
+            phase; they run at the base rates (train.lr, canon.lr) and the schedule, its warm-up included,
+            spans the joint epochs after them.
         warmup_objective: what the canonicalizers learn in the backbone-frozen warm-up epochs
             (freeze_backbone_epochs): task (the method's own loss, as the authors' warm-up) or element (the
             label-free element-equivariance error alone, eq. 5: canonicalizing itself).

@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 class DelayedSchedule:
     """A timm scheduler that starts after ``delay_epochs`` epochs of ``updates_per_epoch`` updates: until
-    then the rates stay at the schedule's first value, afterwards the schedule runs as if training began
-    there (e.g. a backbone-frozen warm-up that must not use up the joint phase's cosine).
+    then the rates stay at the optimizer groups' base values (``scheduler.base_values``: no learning-rate
+    warm-up yet), afterwards the schedule runs as if training began there, its own warm-up included (e.g. a
+    backbone-frozen warm-up that must not use up the joint phase's cosine).
 
     Driven like the scheduler it wraps (`step_update`, `step`), and stored with it (`state_dict`).
 
@@ -62,12 +63,26 @@ class DelayedSchedule:
         self.scheduler = scheduler
         self.delay_epochs = delay_epochs
         self.delay_updates = delay_epochs * updates_per_epoch
+        if delay_epochs:
+            self._hold()
+
+    def _hold(self) -> None:
+        """The base rates, during the delay."""
+        s = self.scheduler
+        for group, value in zip(s.optimizer.param_groups, s.base_values, strict=True):
+            group[s.param_group_field] = value
 
     def step_update(self, num_updates: int, metric: float | None = None) -> None:
-        self.scheduler.step_update(num_updates=max(0, num_updates - self.delay_updates), metric=metric)
+        if num_updates < self.delay_updates:
+            self._hold()
+        else:
+            self.scheduler.step_update(num_updates=num_updates - self.delay_updates, metric=metric)
 
     def step(self, epoch: int, metric: float | None = None) -> None:
-        self.scheduler.step(max(0, epoch - self.delay_epochs), metric)
+        if epoch < self.delay_epochs:
+            self._hold()
+        else:
+            self.scheduler.step(epoch - self.delay_epochs, metric)
 
     def state_dict(self) -> dict[str, Any]:
         return self.scheduler.state_dict()

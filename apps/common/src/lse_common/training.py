@@ -169,7 +169,7 @@ def create_scheduler(
     ``plateau`` reduces the rate when the validation accuracy (``val_acc``) stops improving; the others
     follow the number of updates, with ``train.warmup_epochs`` of linear warm-up from ``train.warmup_lr``.
     With ``delay_epochs`` (the backbone-frozen warm-up) the schedule spans the remaining epochs and starts
-    after them (`lse_common.schedules.DelayedSchedule`); the warm-up runs at the schedule's first rates. A
+    after them (`lse_common.schedules.DelayedSchedule`); the warm-up runs at the base rates. A
     run that is all warm-up (``delay_epochs >= train.epochs``, e.g. label-free tuning of a canonicalizer on
     a frozen backbone) follows the schedule over all its epochs.
     """
