@@ -1,4 +1,5 @@
-"""The schedule of a run with a backbone-frozen warm-up starts after the warm-up."""
+"""The schedule of a run with a backbone-frozen warm-up starts after the warm-up; models in channels-last
+layout."""
 
 from __future__ import annotations
 
@@ -64,3 +65,18 @@ def test_no_warm_up_and_an_all_warm_up_run_follow_the_plain_schedule():
         DelayedSchedule(torch.optim.lr_scheduler.StepLR(_optimizer(), 1), 1, 1)
     with pytest.raises(ValueError, match="delay_epochs"):
         DelayedSchedule(CosineLRScheduler(_optimizer(), t_initial=2), -1, 1)
+
+
+def test_place_model_keeps_the_results_in_channels_last_layout():
+    from torch import nn
+
+    from lse_common.engine import place_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.Flatten(), nn.LazyLinear(3))
+    x = torch.rand(2, 1, 12, 20)
+    expected = model(x)
+    assert place_model(model, "cpu") is model and model[0].weight.is_contiguous()
+    place_model(model, "cpu", channels_last=True)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(model(x), expected, atol=1e-6)

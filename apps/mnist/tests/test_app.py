@@ -148,6 +148,16 @@ def test_consistency_term_reaches_the_canonicalizer_and_needs_both_halves(aug_ru
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def test_evaluation_in_channels_last_layout_gives_the_same_result(aug_run):
+    import dataclasses
+
+    _, aug = aug_run
+    ev = tiny_eval()
+    a = evaluate_run(aug, ev, dataclasses.replace(RUNTIME, channels_last=True), write=False)
+    b = evaluate_run(aug, ev, dataclasses.replace(RUNTIME, channels_last=False), write=False)
+    assert a["acc"] == b["acc"] and a["inve_paper"] == pytest.approx(b["inve_paper"], rel=1e-4)
+
+
 def test_validation_split_is_evaluated_into_its_own_file(aug_run):
     _, aug = aug_run
     val = evaluate_run(aug, tiny_eval(split="val"), RUNTIME)

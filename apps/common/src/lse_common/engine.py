@@ -67,7 +67,7 @@ from .schedules import (
 )
 from .seeding import get_rng_state, set_rng_state
 
-__all__ = ["StepFn", "Trainer", "move_to_device", "unwrap_model"]
+__all__ = ["StepFn", "Trainer", "move_to_device", "place_model", "unwrap_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,19 @@ StepFn = Callable[[torch.nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, Ma
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The module inside a `DistributedDataParallel` wrapper (the model itself otherwise)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def place_model(model: torch.nn.Module, device: torch.device | str, *, channels_last: bool = False):
+    """``model`` on ``device``, its 4-D weights in channels-last layout with ``channels_last`` (convolutions
+    pick that layout for their outputs whatever the input's; the results are the same up to rounding).
+
+    Returns:
+        ``model`` (moved in place).
+    """
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:

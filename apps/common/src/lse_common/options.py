@@ -285,9 +285,13 @@ class RuntimeOptions:
         threads: torch intra-op threads.
         num_workers: data-loader worker processes.
         progress: show progress bars.
+        channels_last: keep the model's 4-D weights in channels-last memory layout (about twice as fast
+            convolutions on the CPU for EfficientNet, 1.1-1.6x for ResNet; the same results up to rounding,
+            as a change of threads).
     """
 
     device: Literal["cpu", "cuda"] | None = None
     threads: PositiveInt | None = None
     num_workers: NonNegativeInt = 2
     progress: bool = True
+    channels_last: bool = True

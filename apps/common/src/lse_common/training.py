@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from .checkpoint import atomic_path, atomic_write_bytes
 from .distributed import barrier, cleanup_distributed, init_distributed
-from .engine import StepFn, Trainer
+from .engine import StepFn, Trainer, place_model
 from .options import CanonOptions, RuntimeOptions, TrainOptions
 from .runs import RunFolder
 from .seeding import seed_everything
@@ -66,6 +66,7 @@ RESUME_IGNORED_KEYS: tuple[str, ...] = (
     "runtime.threads",
     "runtime.num_workers",
     "runtime.progress",
+    "runtime.channels_last",
 )
 """Options a resumed run may change without changing what it computes (dotted ``group.field`` keys)."""
 
@@ -307,7 +308,7 @@ def run_training(
             barrier()
             if not info.is_main:
                 train_set, val_set = job.prepare_data(False)
-            model = job.build_model()
+            model = place_model(job.build_model(), info.device, channels_last=runtime.channels_last)
             if info.is_main:
                 logger.info(
                     "run %s: %s, %d training items, %d process(es) on %s",

@@ -44,6 +44,7 @@ from lse_common import (
     init_distributed,
     load_checkpoint,
 )
+from lse_common.engine import place_model
 from lse_common.evaluation import evaluate_runs as shared_evaluate_runs
 from lse_common.evaluation import load_run_config, shard, store_result, weights_digest
 from lse_common.options import RuntimeOptions
@@ -336,7 +337,7 @@ def evaluate_run(
         raise ValueError(f"{root} has no image with all of the factors {ev.factors}")
     transform = eval_transform(cfg.data, data_config(model))
     out = evaluate_model(
-        model,
+        place_model(model, info.device, channels_last=runtime.channels_last),
         groups,
         ev,
         transform,

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 import lsmetrics
 from lse_common import broadcast_object, cleanup_distributed, init_distributed, load_checkpoint
+from lse_common.engine import place_model
 from lse_common.evaluation import (
     batches,
     load_stored_result,
@@ -178,7 +179,7 @@ def evaluate_run(
     info = info or init_distributed(runtime.device)
     device = info.device
     cfg, model, weights = load_run(run_dir, ev)
-    model.to(device).eval()
+    place_model(model, device, channels_last=runtime.channels_last).eval()
     test = prepare_data_split(
         cfg.data, ev.split, progress=runtime.progress and info.is_main, test_size=ev.test_size
     )

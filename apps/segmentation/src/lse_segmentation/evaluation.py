@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 import lsmetrics
 import monowarp
 from lse_common import init_distributed, load_checkpoint
+from lse_common.engine import place_model
 from lse_common.evaluation import batches, load_run_config, shard, store_result, weights_digest
 from lse_common.evaluation import evaluate_runs as shared_evaluate_runs
 from lse_common.objectives import warp_statistics
@@ -275,7 +276,7 @@ def evaluate_run(
     info = info or init_distributed(runtime.device)
     device = info.device
     cfg, model, weights = load_run(run_dir, ev)
-    model.to(device).eval()
+    place_model(model, device, channels_last=runtime.channels_last).eval()
     split = prepare_split(cfg.data, ev.split, progress=runtime.progress and info.is_main)
     n = min(len(split.images), ev.size or len(split.images))
     mine = shard(n, info.rank, info.world_size)
