@@ -69,6 +69,7 @@ Usage::
     python benchmarks/latent.py --threads 4 --device cuda
     python benchmarks/latent.py --forms light "stn light" --no-train
     python benchmarks/latent.py --mnist    # the MNIST protocol's DEC, batch 64, with the paired step
+    python benchmarks/latent.py --mnist --channels-last   # the layout the apps train in
     python benchmarks/latent.py --mnist --quick --no-paired
 """
 
@@ -322,6 +323,7 @@ def bench_model(
     layers: list[int | str] | None = None,
     train: bool = True,
     paired: bool = False,
+    channels_last: bool = False,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Median base times and, per canonicalizer form, median adapted times, ratios, share and iterations.
 
@@ -337,6 +339,8 @@ def bench_model(
         train: also time a training step.
         paired: also time the paired training step of eq. 25 (needs ``train``): the base model (InvL)
             and every form on the batch and a warped copy of it.
+        channels_last: the base model's and the adapted models' 4-D weights in channels-last layout, as the
+            apps train and evaluate (``runtime.channels_last``).
 
     Returns:
         ``({"forward": s, "train": s, "paired": s, "paired_ratio": x}, {form: {"forward", "forward_ratio",
@@ -353,6 +357,8 @@ def bench_model(
     torch.manual_seed(0)
     channels = input_size[0]
     base = timm.create_model(name, pretrained=False, in_chans=channels, num_classes=1000).to(device).eval()
+    if channels_last:
+        base = base.to(memory_format=torch.channels_last)
     adapted = {}
     for form in forms:
         model = latentcanon.adapt(
@@ -361,7 +367,7 @@ def bench_model(
         with torch.no_grad():
             for p in model.canonicalizers.parameters():  # off the identity: the solver has to iterate
                 p.add_(torch.randn_like(p) * 0.02)
-        adapted[form] = model
+        adapted[form] = model.to(memory_format=torch.channels_last) if channels_last else model
     x = torch.randn(batch, *input_size, device=device)
     candidates = {"base": base, **adapted}
     rows: dict[str, dict[str, float]] = {form: {} for form in adapted}
@@ -454,6 +460,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-train", action="store_true", help="time the forward only")
     parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="models in channels-last layout, as the apps run them (runtime.channels_last)",
+    )
+    parser.add_argument(
         "--paired",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -511,6 +522,7 @@ def main(argv: list[str] | None = None) -> None:
             layers=layers,
             train=train,
             paired=paired,
+            channels_last=args.channels_last,
         )
         for form, r in rows.items():
             line = (
