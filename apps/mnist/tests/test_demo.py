@@ -36,6 +36,7 @@ def test_demo_runs_every_stage_and_writes_tables_plots_and_docs(tmp_path, capsys
     assert "| Aug |" in out and "| DEC + consistency |" in out and "| InvL |" in out
     assert "DEC vs Aug on 4 held-out test scenes" in out and "DEC - invl: " in out
     assert "the DEC beats it on both" in out or "the DEC does not beat it on both" in out
+    assert "at 4 scenes: within the noise" in out or "at 4 scenes: outside the noise" in out
     assert "The DEC's learned warps: " in out and "canonical_warps_test_resnet_dec.png" in out
     results = demo_dir / "results"
     for name in (

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any, Literal
 from jsonargparse import Namespace
 from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 
-__all__ = ["DEMO_DEFAULTS", "DemoOptions", "run_demo"]
+__all__ = ["DEMO_DEFAULTS", "DemoOptions", "accuracy_difference_se", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -144,9 +145,12 @@ def run_demo(cfg: Namespace) -> int:
         e = by_method[demo.extra_method]
         d_acc, d_inv = 100 * (d["acc"] - e["acc"]), 100 * (d["inve_paper"] - e["inve_paper"])
         holds = d_acc > 0 and d_inv < 0
+        se = accuracy_difference_se(d["acc"], e["acc"], d["test_images"])
+        noise = "within" if abs(d_acc) < 2 * se else "outside"
         verdict += (
             f"; {demo.extra_method}: {100 * e['acc']:.2f} %, InvE {100 * e['inve_paper']:.2f}. DEC - "
-            f"{demo.extra_method}: {d_acc:+.2f} points, InvE {d_inv:+.2f}: "
+            f"{demo.extra_method}: {d_acc:+.2f} points (standard error {se:.2f} at {d['test_images']} scenes: "
+            f"{noise} the noise), InvE {d_inv:+.2f}: "
             + ("the DEC beats it on both" if holds else "the DEC does not beat it on both")
             + " (one seed; the protocol's paired differences over seeds are in docs/mnist/protocol.md)"
         )
@@ -163,6 +167,19 @@ def run_demo(cfg: Namespace) -> int:
     if demo.docs_dir:
         _write_docs(Path(demo.docs_dir), summary["files"], table, verdict, minutes, cfg)
     return 0
+
+
+def accuracy_difference_se(acc_a: float, acc_b: float, n: int) -> float:
+    """Standard error, in points, of the difference of two accuracies on ``n`` test items each (binomial,
+    as if independent: an upper bound for paired runs on the same items).
+
+    Example:
+        >>> round(accuracy_difference_se(0.5, 0.5, 1000), 2)
+        2.24
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return 100 * math.sqrt((acc_a * (1 - acc_a) + acc_b * (1 - acc_b)) / n)
 
 
 def _write_docs(
