@@ -149,8 +149,8 @@ def run_demo(cfg: Namespace) -> int:
         noise = "within" if abs(d_acc) < 2 * se else "outside"
         verdict += (
             f"; {demo.extra_method}: {100 * e['acc']:.2f} %, InvE {100 * e['inve_paper']:.2f}. DEC - "
-            f"{demo.extra_method}: {d_acc:+.2f} points (standard error {se:.2f} at {d['test_images']} scenes: "
-            f"{noise} the noise), InvE {d_inv:+.2f}: "
+            f"{demo.extra_method}: {d_acc:+.2f} points (standard error {se:.2f} at "
+            f"{d['test_images']} scenes: {noise} the noise), InvE {d_inv:+.2f}: "
             + ("the DEC beats it on both" if holds else "the DEC does not beat it on both")
             + " (one seed; the protocol's paired differences over seeds are in docs/mnist/protocol.md)"
         )
