@@ -355,7 +355,7 @@ def test_cli_data_and_evaluate(aug_run, tmp_path, capsys):
 def test_configs_are_valid(path):
     if path.name == "data.yaml":
         cfg = APP.command_parser("data").parse_args(["--data", str(path)])
-        assert cfg.data.canvas in (96, 224)
+        assert cfg.data.canvas in (96, 144, 224)
     elif path.name == "evaluate.yaml":
         cfg = APP.command_parser("evaluate").parse_args(["--config", str(path), "--runs", "x"])
         assert cfg.eval.inv_rescalings == 8
@@ -370,7 +370,7 @@ def test_configs_are_valid(path):
             element_weight=cfg.canon.element_weight,
         )
         assert row == path.stem or (cfg.method == path.stem and path.parent.name == "paper")
-        assert cfg.data.canvas in (96, 224) and cfg.model.head in ("timm", "digits")
+        assert cfg.data.canvas in (96, 144, 224) and cfg.model.head in ("timm", "digits")
 
 
 def test_element_warmup_trains_the_canonicalizer_alone_then_the_task(aug_run):

