@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import torch
 
+from ._utils import check_choice
 from .config import BackwardConfig, SolveConfig
 from .groups import Group, warp_stats
 from .result import CanonicalizationResult, SolverInfo
@@ -51,8 +52,7 @@ def deq_map(
     validation (e.g. monowarp's) never sees NaN: the solver's fallback and `on_nonfinite` handle that sample,
     and the others are unaffected (no host synchronisation).
     """
-    if update not in ("absolute", "residual"):
-        raise ValueError(f"update must be 'absolute' or 'residual', got {update!r}")
+    check_choice(update, "update", ("absolute", "residual"))
     center = getattr(group, "center_params", None) if update == "residual" else None
 
     def f(z: torch.Tensor) -> torch.Tensor:
