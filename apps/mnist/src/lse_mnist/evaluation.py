@@ -35,8 +35,8 @@ from lse_common import broadcast_object, cleanup_distributed, init_distributed, 
 from lse_common.engine import place_model
 from lse_common.evaluation import (
     batches,
+    load_run_config,
     load_stored_result,
-    run_weights,
     shard,
     store_result,
     weights_digest,
@@ -75,14 +75,7 @@ def run_config(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, P
     """
     from .cli import APP
 
-    run = Path(run_dir)
-    config = run / "config.yaml"
-    if not config.is_file():
-        raise FileNotFoundError(f"{run} is not a run folder: no config.yaml")
-    cfg = APP.load("train", config)
-    if ev is not None and ev.data_dir:
-        cfg.data.dir = ev.data_dir
-    return cfg, run_weights(run)
+    return load_run_config(APP, run_dir, data_dir=ev.data_dir if ev is not None else None)
 
 
 def load_run(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, DigitClassifier, Path]:
