@@ -214,3 +214,66 @@ def test_options_step_reads_the_option_groups():
     model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
     options_step(lambda b: b, "base", control="invl", adapted=False, augment=False, **common)(model, (x, y))
     assert torch.equal(seen[0], x)
+
+
+@pytest.mark.parametrize("direction", ["unwarp", "warp"])
+def test_the_content_weighting_weighs_by_the_edges_of_the_first_compared_half(direction):
+    import monowarp
+
+    generator = torch.Generator().manual_seed(0)
+    g = monowarp.sample_monotone_scale(2, (3, 3), (0.5, 2.0), generator=generator)
+    h = monowarp.sample_monotone_scale(4, (3, 3), (0.5, 2.0), generator=generator)
+
+    class Result:
+        def __init__(self, element):
+            self.element = element
+
+    images = torch.zeros(4, 1, 24, 48)
+    images[:, :, 6:14, 10:18] = 1.0
+    images[1::2, :, 4:20, 30:44] = 0.5  # the halves differ in content
+    results = {"input": Result(h)}
+    first, second = (h[:2], h[2:]) if direction == "warp" else (h[2:], h[:2])
+    seen = images[:2] if direction == "warp" else images[2:]
+    weight = deqcanon.content_weight(seen, radius=1)  # max(1, round(48 / 48))
+    want = deqcanon.element_equivariance_error(first, second, g, points=17, weight=weight)
+    got = element_equivariance(results, g, direction, images=images)
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
+    assert float(got) != pytest.approx(float(element_equivariance(results, g, direction)), rel=1e-3)
+
+
+def test_the_steps_take_the_weighting_and_name_a_wrong_one():
+    from lse_common.objectives import element_step, options_step, warmup_step
+    from lse_common.options import AugmentOptions
+
+    model = _adapted()
+    x, y = _batch()
+    x = torch.zeros_like(x)
+    x[:, :, 8:20, 8:14] = 1.0  # a sparse scene: one block on a flat background
+    for weighting in ("uniform", "content"):
+        torch.manual_seed(1)
+        _, m_pair = paired_step(lambda b: b, weight=0.0, log_warps=True, element_weighting=weighting)(
+            model, (x, y)
+        )
+        torch.manual_seed(1)
+        loss, m_elem = element_step(lambda b: b, weighting=weighting)(model, (x, y))
+        assert m_pair["equ_elem"] == pytest.approx(m_elem["equ_elem"], rel=1e-5) and torch.isfinite(loss)
+    torch.manual_seed(1)
+    _, uniform = element_step(lambda b: b)(model, (x, y))
+    torch.manual_seed(1)
+    _, content = element_step(lambda b: b, weighting="content")(model, (x, y))
+    assert uniform["equ_elem"] != pytest.approx(content["equ_elem"], rel=1e-3)
+    with pytest.raises(ValueError, match="weighting"):
+        element_step(lambda b: b, weighting="edges")
+    with pytest.raises(ValueError, match="weighting"):
+        paired_step(lambda b: b, weight=0.0, log_warps=True, element_weighting="edges")
+    # the options reach the steps
+    canon = CanonOptions(freeze_backbone_epochs=1, warmup_objective="element", element_weighting="content")
+    torch.manual_seed(1)
+    _, warm = warmup_step(lambda b: b, True, canon, AugmentOptions())(model, (x, y))
+    assert warm["equ_elem"] == pytest.approx(content["equ_elem"], rel=1e-5)
+    canon = dataclasses.replace(canon, element_weight=1.0)
+    torch.manual_seed(1)
+    common = {"train": TrainOptions(), "aug": AugmentOptions()}
+    step = options_step(lambda b: b, "dec", control="invl", adapted=True, canon=canon, **common)
+    _, paired = step(model, (x, y))
+    assert paired["equ_elem"] == pytest.approx(content["equ_elem"], rel=1e-5)

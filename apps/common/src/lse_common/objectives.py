@@ -187,10 +187,28 @@ def dense_consistency(
     return lsmetrics.equivariance_error(expected, warped_logits.softmax(1), variant="paper", valid=valid)
 
 
-def element_equivariance(results: Mapping[str, Any], g: Any, direction: str) -> torch.Tensor | None:
+#: Where the element-equivariance error is measured (``canon.element_weighting``).
+ELEMENT_WEIGHTINGS = ("uniform", "content")
+
+
+def element_equivariance(
+    results: Mapping[str, Any],
+    g: Any,
+    direction: str,
+    *,
+    images: torch.Tensor | None = None,
+    reduction: str = "pooled",
+) -> torch.Tensor | None:
     r"""`deqcanon.element_equivariance_error` (eq. 5, normalised) of canonicalizers that saw a batch whose
     second half is the first warped by ``g``, averaged over the canonicalizers with a monotone-scaling
     element; ``None`` when there is none.
+
+    Without ``images`` the error is taken on a uniform 9 x 9 grid of points. With them (the model's input on
+    the doubled batch) it is taken on a 17 x 17 grid weighted by `deqcanon.content_weight` of the input
+    (edges spread by ``max(1, round(max(H, W) / 48))`` pixels): only where a warp is visible, so the empty
+    background of a sparse scene, where no canonicalizer can read the warp, neither dilutes the signal nor
+    sets a floor under the error. The element acts on normalised coordinates, so the input's map weighs a
+    canonicalizer in the latent space as well.
 
     Args:
         results: layer key -> `deqcanon.CanonicalizationResult` on the doubled batch `(2B, ...)`.
@@ -198,10 +216,20 @@ def element_equivariance(results: Mapping[str, Any], g: Any, direction: str) -> 
         direction: the second half is $S^{-1}(x; g)$ (``"unwarp"``: the first half's element should be
             $g$ composed with the second's) or $S(x; g)$ (``"warp"``: the second's is $g$ composed with the
             first's).
+        images: the `(2B, C, H, W)` input of the doubled batch, for the content-weighted error.
+        reduction: ``"pooled"`` (one number) or ``"none"`` (one per pair, `(B,)`), as in
+            `deqcanon.element_equivariance_error`.
     """
     import deqcanon
     import monowarp
 
+    weight, points = None, 9
+    if images is not None:
+        b = images.shape[0] // 2
+        # the map over the images whose element comes first in the comparison
+        first = images[:b] if direction == "warp" else images[b:]
+        weight = deqcanon.content_weight(first, radius=max(1, round(max(images.shape[-2:]) / 48)))
+        points = 17
     terms = []
     for result in results.values():
         element = getattr(result, "element", None)
@@ -210,7 +238,11 @@ def element_equivariance(results: Mapping[str, Any], g: Any, direction: str) -> 
         b = element.batch_size // 2
         clean, warped = element[:b], element[b:]
         pair = (clean, warped) if direction == "warp" else (warped, clean)
-        terms.append(deqcanon.element_equivariance_error(*pair, g.to(element.dtype)))
+        terms.append(
+            deqcanon.element_equivariance_error(
+                *pair, g.to(element.dtype), points=points, weight=weight, reduction=reduction
+            )
+        )
     return torch.stack(terms).mean() if terms else None
 
 
@@ -229,6 +261,7 @@ def element_step(
     scale_range: tuple[float, float] = (0.5, 2.0),
     grid: tuple[int, int] = (4, 4),
     direction: str = "unwarp",
+    weighting: str = "uniform",
 ) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
     r"""Label-free training of canonicalizers: the element-equivariance error (eq. 5, `element_equivariance`)
     of a canonicalizing model's canonicalizers between a batch and its copy warped by $\Phi \sim \Omega$.
@@ -242,17 +275,20 @@ def element_step(
         scale_range: local scale factors of $\Phi$.
         grid: knot intervals (N, M) of $\Phi$.
         direction: the warped copy is $S^{-1}(x; \Phi)$ (``"unwarp"``) or $S(x; \Phi)$ (``"warp"``).
+        weighting: ``"uniform"`` or ``"content"``, where the error is measured (`element_equivariance`).
 
     Returns:
         The step; its metrics are ``equ_elem`` (the loss) and the warp statistics.
 
     Raises:
-        ValueError: an unknown direction; at the first step, a model without a monotone-scaling canonicalizer.
+        ValueError: an unknown direction or weighting; at the first step, a model without a monotone-scaling
+            canonicalizer.
     """
     import monowarp
 
     if direction not in ("unwarp", "warp"):
         raise ValueError(f"direction must be 'unwarp' or 'warp', got {direction!r}")
+    _check_weighting(weighting)
     apply = monowarp.unwarp if direction == "unwarp" else monowarp.warp
 
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
@@ -260,13 +296,20 @@ def element_step(
         g = monowarp.sample_monotone_scale(
             x.shape[0], tuple(grid), tuple(scale_range), device=x.device, dtype=x.dtype
         )
-        _, stats, results = _forward(model, torch.cat([x, apply(x, g)]), True)
-        elem = element_equivariance(results, g, direction)
+        pair = torch.cat([x, apply(x, g)])
+        _, stats, results = _forward(model, pair, True)
+        elem = element_equivariance(results, g, direction, images=pair if weighting == "content" else None)
         if elem is None:
             raise ValueError("element_step needs a model with a canonicalizer with a monotone scaling")
         return elem, {"equ_elem": float(elem.detach()), **stats}
 
     return step
+
+
+def _check_weighting(weighting: str) -> None:
+    if weighting not in ELEMENT_WEIGHTINGS:
+        choices = ", ".join(ELEMENT_WEIGHTINGS)
+        raise ValueError(f"element weighting must be one of {choices}, got {weighting!r}")
 
 
 def options_step(
@@ -282,8 +325,9 @@ def options_step(
     **common: Any,
 ) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
     """`method_step` from an app's option groups: the paired control ``control`` (``"invl"``, ``"augl"``)
-    with ``train.invl_weight``, a canonicalizing method (``adapted``) with ``train.consistency_weight`` and
-    ``canon.element_weight``, the warps of ``aug`` (``p`` only when ``aug.enabled`` and ``augment``).
+    with ``train.invl_weight``, a canonicalizing method (``adapted``) with ``train.consistency_weight``,
+    ``canon.element_weight`` and ``canon.element_weighting``, the warps of ``aug`` (``p`` only when
+    ``aug.enabled`` and ``augment``).
 
     ``common`` goes on to the steps (``loss_fn``, ``mix``, ``dense``).
     """
@@ -293,6 +337,7 @@ def options_step(
         adapted=adapted,
         weight=train.invl_weight if method == control else train.consistency_weight,
         element_weight=canon.element_weight if adapted and canon is not None else 0.0,
+        element_weighting=canon.element_weighting if adapted and canon is not None else "uniform",
         p=aug.p if aug.enabled and augment else 0.0,
         scale_range=tuple(aug.scale_range),
         grid=tuple(aug.grid),
@@ -303,12 +348,17 @@ def options_step(
 
 def warmup_step(prepare: Prepare, adapted: bool, canon: Any, aug: Any):
     """The step of the backbone-frozen warm-up (`TrainingJob.warmup_step_fn`): `element_step` with the
-    warps of ``aug`` (``scale_range``, ``grid``, ``direction``) for a canonicalizing model (``adapted``)
-    with ``canon.warmup_objective == "element"``, else ``None`` (the method's own step)."""
+    warps of ``aug`` (``scale_range``, ``grid``, ``direction``) and ``canon.element_weighting`` for a
+    canonicalizing model (``adapted``) with ``canon.warmup_objective == "element"``, else ``None`` (the
+    method's own step)."""
     if not adapted or canon is None or canon.warmup_objective != "element":
         return None
     return element_step(
-        prepare, scale_range=tuple(aug.scale_range), grid=tuple(aug.grid), direction=aug.direction
+        prepare,
+        scale_range=tuple(aug.scale_range),
+        grid=tuple(aug.grid),
+        direction=aug.direction,
+        weighting=canon.element_weighting,
     )
 
 
@@ -319,6 +369,7 @@ def method_step(
     adapted: bool,
     weight: float,
     element_weight: float = 0.0,
+    element_weighting: str = "uniform",
     p: float = 0.5,
     **common: Any,
 ) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
@@ -331,7 +382,14 @@ def method_step(
     """
     if paired_control or (adapted and (weight > 0 or element_weight > 0)):
         element_weight = element_weight if adapted else 0.0
-        return paired_step(prepare, weight=weight, element_weight=element_weight, log_warps=adapted, **common)
+        return paired_step(
+            prepare,
+            weight=weight,
+            element_weight=element_weight,
+            element_weighting=element_weighting,
+            log_warps=adapted,
+            **common,
+        )
     return augmented_step(prepare, p=p, log_warps=adapted, **common)
 
 
@@ -405,6 +463,7 @@ def paired_step(
     mix: Mix | None = None,
     dense: bool = False,
     element_weight: float = 0.0,
+    element_weighting: str = "uniform",
 ) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
     r"""Eq. 25: task loss on the clean and the warped halves plus ``weight`` x InvE between them.
 
@@ -429,6 +488,8 @@ def paired_step(
         dense: label maps `(B, H, W)` and the equivariance term (see above).
         element_weight: weight of the canonicalizers' element-equivariance term, >= 0 (needs
             ``log_warps``).
+        element_weighting: ``"uniform"`` or ``"content"``, where that term is measured
+            (`element_equivariance`).
     """
     import lsmetrics
     import monowarp
@@ -441,6 +502,7 @@ def paired_step(
         raise ValueError("element_weight needs a canonicalizing model (log_warps=True)")
     if direction not in ("unwarp", "warp"):
         raise ValueError(f"direction must be 'unwarp' or 'warp', got {direction!r}")
+    _check_weighting(element_weighting)
     apply = monowarp.unwarp if direction == "unwarp" else monowarp.warp
 
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
@@ -450,7 +512,8 @@ def paired_step(
         g = monowarp.sample_monotone_scale(
             x.shape[0], tuple(grid), tuple(scale_range), device=x.device, dtype=x.dtype
         )
-        logits, stats, results = _forward(model, torch.cat([x, apply(x, g)]), log_warps)
+        pair = torch.cat([x, apply(x, g)])
+        logits, stats, results = _forward(model, pair, log_warps)
         clean, warped = logits.float().chunk(2)
         if dense:
             warped_target = apply(target[:, None], g, mode="nearest")[:, 0]
@@ -464,7 +527,8 @@ def paired_step(
         metrics = {"ce": float(ce.detach()), name: float(term.detach()), "acc": acc, **stats}
         loss = ce + weight * term
         with torch.set_grad_enabled(torch.is_grad_enabled() and element_weight > 0):  # else only logged
-            elem = element_equivariance(results, g, direction) if results else None
+            images = pair if element_weighting == "content" else None
+            elem = element_equivariance(results, g, direction, images=images) if results else None
         if elem is not None:
             metrics["equ_elem"] = float(elem.detach())
             if element_weight > 0:

@@ -172,6 +172,9 @@ class CanonOptions:
         element_weight: weight of the element-equivariance term (eq. 5, `deqcanon.element_equivariance_error`)
             between the canonicalizers' elements on a batch and on its randomly warped copy; > 0 trains on
             that paired batch (0: off; the term is logged as equ_elem whenever the batch is paired).
+        element_weighting: where that error (the term, its log and the element warm-up) is measured: uniform
+            (a 9x9 grid of points over the image) or content (a 17x17 grid weighted by the input's edges,
+            `deqcanon.content_weight`: only where a warp is visible, not on empty background).
         num_elements: candidate group elements of canon (the identity is one of them).
         scale_range: local scale factors of canon's wide candidates.
         candidates: canon's candidate set: structured (the identity first, then mostly mild warps) or random.
@@ -205,6 +208,7 @@ class CanonOptions:
     freeze_backbone_epochs: NonNegativeInt = 0
     warmup_objective: Literal["task", "element"] = "task"
     element_weight: NonNegativeFloat = 0.0
+    element_weighting: Literal["uniform", "content"] = "uniform"
     num_elements: PositiveInt = 64
     scale_range: tuple[float, float] = (0.5, 2.0)
     candidates: Literal["structured", "random"] = "structured"

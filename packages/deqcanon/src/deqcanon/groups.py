@@ -46,6 +46,7 @@ __all__ = [
     "GlobalScaleGroup",
     "Group",
     "MonotoneScaleGroup",
+    "content_weight",
     "element_equivariance_error",
     "field_shape_of",
     "warp_stats",
@@ -139,6 +140,8 @@ def element_equivariance_error(
     *,
     points: int = 9,
     normalize: bool = True,
+    weight: torch.Tensor | None = None,
+    reduction: str = "pooled",
 ) -> torch.Tensor:
     r"""How far predicted elements are from the defining property of a canonicalizer, eq. 5.
 
@@ -155,6 +158,12 @@ def element_equivariance_error(
     of a backbone trained on uncanonicalized images does not (the numerator and the denominator shrink
     together as the compared points move to the border, where $l$ moves nothing, so that is no way out).
 
+    On a uniform grid the error has a floor above 0 wherever the images are flat (the background of a
+    sparse scene): there a warp changes no pixel, so no canonicalizer can read $l$ from $S(I; l)$. A
+    ``weight`` map over the images $I$ (`content_weight`: where a warp is visible) weighs each compared point
+    $p$ by the content at $q = h(I)(p)$, the pixel of $I$ that the canonical form shows at $p$ (sampled
+    without gradient, so that moving $q$ to empty regions is no way out either).
+
     Args:
         phi: `monowarp.ScalingMap` of batch `B`, the elements predicted for the images $I$.
         phi_transformed: the elements predicted for $S(I; l)$, batch `B`.
@@ -162,13 +171,18 @@ def element_equivariance_error(
             $S^{-1}(I; g)$, pass ``phi`` and ``phi_transformed`` swapped with ``transform=g``).
         points: points per side of the grid, in $[0.05, 0.95]$.
         normalize: divide by the displacement of ``transform`` (see above).
+        weight: optional non-negative `(B, 1, H, W)` map over the images whose elements are ``phi`` (see
+            above); the sums over the batch and the points are weighted by it (a constant: no gradient).
+        reduction: ``"pooled"``: one number, the sums taken over the batch and the points together;
+            ``"none"``: one per image, `(B,)`, its own points' sums (an image without weight gives 0).
 
     Returns:
-        A scalar tensor.
+        A scalar tensor, or `(B,)` with ``reduction="none"``.
 
     Raises:
         TypeError: an argument is not a `monowarp.ScalingMap`.
-        ValueError: ``points < 2`` or the batch sizes differ.
+        ValueError: ``points < 2``, the batch sizes differ, ``weight`` is not a non-negative
+            `(B, 1, H, W)` map, or an unknown ``reduction``.
 
     Example:
         >>> import monowarp
@@ -179,26 +193,86 @@ def element_equivariance_error(
         0.0
         >>> round(float(element_equivariance_error(g, g, l)), 6)  # stays put: 1 by definition
         1.0
+        >>> images = torch.zeros(2, 1, 16, 16)
+        >>> images[:, :, 4:8, 4:8] = 1.0  # content in one corner only
+        >>> w = content_weight(images)
+        >>> round(float(element_equivariance_error(g, g, l, weight=w)), 6)
+        1.0
     """
     for name, value in (("phi", phi), ("phi_transformed", phi_transformed), ("transform", transform)):
         if not isinstance(value, monowarp.ScalingMap):
             raise TypeError(f"{name} must be a monowarp.ScalingMap, got {type(value).__name__}")
     if points < 2:
         raise ValueError(f"points must be >= 2, got {points}")
+    check_choice(reduction, "reduction", ("pooled", "none"))
     b = phi.batch_size
     if phi_transformed.batch_size != b or transform.batch_size != b:
         raise ValueError(
             "phi, phi_transformed and transform must have one batch size, got "
             f"{b}, {phi_transformed.batch_size} and {transform.batch_size}"
         )
+    if weight is not None:
+        weight = check_tensor(weight, "weight", [(b, 1, "H", "W")])
+        if bool((weight < 0).any()):
+            raise ValueError("weight must be non-negative")
     t = torch.linspace(0.05, 0.95, points, device=phi.device, dtype=phi.dtype)
     grid = torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(1, -1, 2).expand(b, -1, -1)
     q = phi.forward_map(grid)
     expected = transform.forward_map(q)
-    error = (phi_transformed.forward_map(grid) - expected).square().sum(-1).mean()
+    error = (phi_transformed.forward_map(grid) - expected).square().sum(-1)  # (B, P)
+    if weight is None:
+        w = torch.ones_like(error)
+    else:  # the content that the canonical form shows at each compared point, no gradient through q
+        at = q.detach().to(weight.dtype).mul(2).sub(1).unsqueeze(1)  # (B, 1, P, 2) in [-1, 1]
+        w = F.grid_sample(weight.detach(), at, mode="bilinear", padding_mode="border", align_corners=True)
+        w = w.reshape(b, -1).to(error.dtype)
+    tiny = torch.finfo(error.dtype).tiny
+    dims = (0, 1) if reduction == "pooled" else (1,)
+    total = (w * error).sum(dims)
     if not normalize:
-        return error
-    return error / (expected - q).square().sum(-1).mean().clamp_min(torch.finfo(error.dtype).tiny)
+        return total / w.sum(dims).clamp_min(tiny)
+    return total / (w * (expected - q).square().sum(-1)).sum(dims).clamp_min(tiny)
+
+
+def content_weight(images: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    r"""Where a warp of the images is visible: the gradient magnitude, spread by ``radius`` pixels and scaled
+    to a maximum of 1 per image, for `element_equivariance_error`'s ``weight``.
+
+    A monotone scaling moves content; on a flat region (the empty background of a sparse scene) it changes
+    no pixel, so the transformation $l$ in eq. 5 cannot be read there. The map is
+    $\max_{|d| \le r} \sum_c (|\partial_x I_c| + |\partial_y I_c|)$ at each pixel (finite differences,
+    a max-pool of window $2r + 1$), divided by its largest value (an image without any edge gives zeros).
+
+    Args:
+        images: `(B, C, H, W)` images.
+        radius: how far an edge spreads its weight, in pixels (0: the edges alone).
+
+    Returns:
+        `(B, 1, H, W)` weights in $[0, 1]$, without gradient.
+
+    Raises:
+        ValueError: a wrong shape, non-finite values or a negative radius.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 8, 8)
+        >>> x[..., 3:5, 3:5] = 1.0
+        >>> w = content_weight(x, radius=1)
+        >>> float(w[0, 0, 0, 0]), float(w[0, 0, 3, 3])
+        (0.0, 1.0)
+    """
+    check_tensor(images, "images", [("B", "C", "H", "W")])
+    check_option(radius, "radius", kind=int, low=0)
+    with torch.no_grad():
+        x = images.float()
+        dx = F.pad((x[..., :, 1:] - x[..., :, :-1]).abs(), (0, 1, 0, 0))
+        dy = F.pad((x[..., 1:, :] - x[..., :-1, :]).abs(), (0, 0, 0, 1))
+        edges = (dx + dy).sum(1, keepdim=True)
+        edges = edges + F.pad(dx, (1, 0, 0, 0))[..., :, :-1].sum(1, keepdim=True)  # both sides of a step
+        edges = edges + F.pad(dy, (0, 0, 1, 0))[..., :-1, :].sum(1, keepdim=True)
+        if radius:
+            edges = F.max_pool2d(edges, 2 * radius + 1, stride=1, padding=radius)
+        peak = edges.flatten(1).amax(1).clamp_min(torch.finfo(edges.dtype).tiny)
+        return (edges / peak[:, None, None, None]).to(images.dtype)
 
 
 def _check_params(params: Any, group: Group) -> torch.Tensor:
