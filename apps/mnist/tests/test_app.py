@@ -116,6 +116,14 @@ def test_each_method_trains_from_aug_and_evaluates(aug_run, method):
     stored = json.loads((run / "eval.json").read_text())
     assert stored["acc"] == result["acc"] and len(stored["weights_sha256"]) == 64
     assert (run / "canonical_warps.png").is_file() == (method != "invl")
+    # what the canonicalizers do to the test scenes: the warp size and the element equivariance of eq. 5
+    probe = result.get("canonicalizer")
+    if method == "invl":
+        assert probe is None
+    else:
+        assert probe["warp_log_scale_max"] >= probe["warp_log_scale_mean"] >= 0
+        assert probe["equ_elem"] >= 0 and probe["equ_elem_content"] >= 0
+        assert probe["element_scale_range"] == [0.5, 2.0] and stored["canonicalizer"] == probe
 
 
 def test_consistency_term_reaches_the_canonicalizer_and_needs_both_halves(aug_run, monkeypatch):
@@ -177,7 +185,22 @@ def test_evaluation_does_not_depend_on_the_block_size(aug_run):
     for key in ("inve_paper", "inve_reference"):
         assert one[key] == pytest.approx(four[key], rel=1e-4), key
     assert len(four["curve_acc"]) == 2 and len(four["bucket_acc"]) == 3
-    assert four["row"] == "aug" and four["test_images"] == 4
+    assert four["row"] == "aug" and four["test_images"] == 4 and "canonicalizer" not in four
+
+
+def test_the_canonicalizer_probe_is_the_same_for_any_block_size(aug_run, tmp_path):
+    """The probe's warps are drawn per scene, once per run: blocks of 1 and of 4 scenes see the same ones."""
+    root, aug = aug_run
+    run = tmp_path / "dec"
+    flags = ("--method", "dec", "--train.init_from", str(aug), "--train.max_steps", "1", "--canon.dec_head",
+             "bounded", "--canon.dec_init_scale", "0.5")  # fmt: skip
+    assert main(tiny(root, "unused", *flags, "--train.out_dir", str(run))) == 0
+    one = evaluate_run(run, tiny_eval(batch_size=1, warp_examples=0), RUNTIME, write=False)["canonicalizer"]
+    four = evaluate_run(run, tiny_eval(batch_size=4, warp_examples=0), RUNTIME, write=False)["canonicalizer"]
+    assert one["warp_log_scale_mean"] > 0.01  # a head that starts off the identity warps
+    for key in ("warp_log_scale_mean", "warp_log_scale_max", "equ_elem", "equ_elem_content"):
+        assert one[key] == pytest.approx(four[key], rel=1e-4), key
+    assert one["equ_elem"] > 0 and one["equ_elem_content"] > 0
 
 
 def test_resume_after_interruption_gives_the_same_weights(tmp_path, capsys):
@@ -303,8 +326,14 @@ def test_tables_and_plots_are_written(tmp_path):
     results = [
         _fake_result(m, s, 0.8 + 0.05 * (m == "dec") + 0.01 * s) for m in ("aug", "dec") for s in (0, 1)
     ]
+    for r in results:
+        if r["method"] == "dec":
+            r["canonicalizer"] = {"warp_log_scale_mean": 0.01 + 0.02 * r["seed"], "warp_log_scale_max": 0.5,
+                                  "equ_elem": 0.9, "equ_elem_content": None}  # fmt: skip
     summary = aggregate(results, tmp_path)
     md = (tmp_path / "tables.md").read_text()
+    assert "| resnet18 | DEC + consistency | 0.020 ± 0.014 | 0.500 ± 0.000 | 0.900 ± 0.000 |  | 2 |" in md
+    assert list(summary["canonicalizers"]["resnet18"]) == ["dec"]
     assert "| Aug | 80.50 ± 0.71 |" in md and "| DEC + consistency | 85.50 ± 0.71 |" in md
     assert "### Table 3" in md and "The paper's Table 2" in md
     assert "| resnet18 | DEC + consistency | +5.00 ± 0.00 (2/2) |" in md  # paired with aug, same seed

@@ -1,4 +1,4 @@
-"""``lse-mnist evaluate``: the paper's metrics for trained runs, then Tables 2 and 3 and the plots.
+r"""``lse-mnist evaluate``: the paper's metrics for trained runs, then Tables 2 and 3 and the plots.
 
 For each run folder (its ``config.yaml`` rebuilds the model, ``final.safetensors`` holds the weights, or the
 newest intact checkpoint when there is no final file), on the test scenes (digits of MNIST's test split;
@@ -11,7 +11,14 @@ newest intact checkpoint when there is no final file), on the test scenes (digit
   ``reference`` the relative L2 of the authors' code. Tables show them x 1e-2;
 - ``buckets``: Table 3, the scenes re-rendered with every digit's factor ``U[bucket]`` for each bucket,
   accuracy per bucket with mean and population std over the buckets;
-- ``curve``: accuracy with all three digits at one factor, for each of ``eval.curve_scales``.
+- ``curve``: accuracy with all three digits at one factor, for each of ``eval.curve_scales``;
+- ``canonicalizer`` (models with canonicalizers): what they do to the test scenes. ``warp_log_scale_mean`` /
+  ``_max``: mean and largest $|\log|$ slope of their warps on the scenes as drawn (0: the identity,
+  `lse_common.objectives.warp_statistics`); ``equ_elem``: the element-equivariance error of eq. 5 between
+  each scene and its copy warped by a random monotone scaling (``ELEMENT_GRID`` intervals, local scales in
+  ``ELEMENT_RANGE``, the training warps' distribution; 0: equivariant, 1: the warp is ignored), per scene
+  and averaged over the scenes, on a uniform grid of points; ``equ_elem_content``: the same weighted by the
+  scene's content, where a warp is visible (`lse_common.objectives.element_equivariance`).
 
 Every re-rendering is a function of ``(eval.seed, scene index)``, so all runs see the same images. The
 metrics are lsmetrics' `Metric` classes: under ``torchrun --nproc_per_node N lse-mnist evaluate ...`` each
@@ -31,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 import lsmetrics
+import monowarp
 from lse_common import broadcast_object, cleanup_distributed, init_distributed, load_checkpoint
 from lse_common.engine import place_model
 from lse_common.evaluation import (
@@ -60,7 +68,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STREAM_INV, STREAM_BUCKET, STREAM_CURVE = 10, 20, 40
+STREAM_INV, STREAM_BUCKET, STREAM_CURVE, STREAM_ELEMENT = 10, 20, 40, 60
+#: The random monotone scalings of the element-equivariance probe: grid and local scale range.
+ELEMENT_GRID, ELEMENT_RANGE = (4, 4), (0.5, 2.0)
 
 
 def run_config(run_dir: str | Path, ev: MnistEval | None = None) -> tuple[Any, Path]:
@@ -120,6 +130,7 @@ def eval_settings(cfg: Any, ev: MnistEval) -> dict[str, Any]:
         "buckets": list(ev.buckets),
         "curve_scales": list(ev.curve_scales),
         "eval_seed": ev.seed,
+        "element_probe": {"grid": list(ELEMENT_GRID), "scale_range": list(ELEMENT_RANGE)},
     }
 
 
@@ -154,6 +165,59 @@ def evaluate_runs(runs: list[str], ev: MnistEval, runtime: RuntimeOptions) -> li
 
 def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return model(images.to(device).float() / 255.0).float().softmax(1)
+
+
+class _CanonicalizerProbe:
+    """The ``canonicalizer`` entries of a result (module docstring): one forward pass with the canonicalizers'
+    results on a block of scenes and their warped copies; the warps are drawn once per run for all scenes
+    (seeded), so every process and every run sees the same ones."""
+
+    def __init__(self, n: int, seed: int, device: torch.device) -> None:
+        from torchmetrics import MaxMetric, MeanMetric
+
+        generator = torch.Generator().manual_seed(1_000 * seed + STREAM_ELEMENT)
+        self.elements = monowarp.sample_monotone_scale(n, ELEMENT_GRID, ELEMENT_RANGE, generator=generator)
+        self.metrics = {
+            "warp_log_scale_mean": MeanMetric(),
+            "warp_log_scale_max": MaxMetric(),
+            "equ_elem": MeanMetric(),
+            "equ_elem_content": MeanMetric(),
+        }
+        for m in self.metrics.values():
+            m.to(device)
+
+    def update(self, model: torch.nn.Module, images: torch.Tensor, idx: Any, device: torch.device) -> None:
+        from types import SimpleNamespace
+
+        from lse_common.objectives import element_equivariance, warp_statistics
+
+        x = images.to(device).float() / 255.0
+        g = monowarp.MonotoneScale(
+            self.elements.knots_x[idx].to(device), self.elements.knots_y[idx].to(device), validate=False
+        )
+        pair = torch.cat([x, monowarp.unwarp(x, g)])
+        _, results = model(pair, return_results=True)
+        b = len(idx)
+        drawn = {
+            key: SimpleNamespace(element=r.element[:b])
+            for key, r in (results or {}).items()
+            if getattr(r, "element", None) is not None
+        }
+        stats = warp_statistics(drawn)
+        if stats:
+            self.metrics["warp_log_scale_mean"].update(stats["warp_log_scale_mean"], b)
+            self.metrics["warp_log_scale_max"].update(stats["warp_log_scale_max"])
+        for key, images_ in (("equ_elem", None), ("equ_elem_content", pair)):
+            value = element_equivariance(results or {}, g, "unwarp", images=images_, reduction="none")
+            if value is not None:
+                self.metrics[key].update(value.float())
+
+    def compute(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"element_grid": list(ELEMENT_GRID), "element_scale_range": list(ELEMENT_RANGE)}
+        for key, metric in self.metrics.items():
+            value = metric.compute()
+            out[key] = float(value) if torch.isfinite(value) else None
+        return out
 
 
 @torch.no_grad()  # not inference_mode: Optim differentiates its energy inside (torch.enable_grad)
@@ -198,6 +262,7 @@ def evaluate_run(
     }
     for m in metrics.values():
         m.to(device)
+    probe = _CanonicalizerProbe(n, ev.seed, device) if model.adapted else None
     labels_all = torch.as_tensor(test.spec.labels[:n])
     mine = shard(n, info.rank, info.world_size)
     bar = tqdm(
@@ -230,6 +295,8 @@ def evaluate_run(
             metrics["buckets"].update(hits[b], torch.full_like(y, b))
         for c in range(len(curve)):
             metrics["curve"].update(hits[nb + c], torch.full_like(y, c))
+        if probe is not None:
+            probe.update(model, views[0], idx, device)
         bar.update(len(idx))
     bar.close()
     values = {name: m.compute() for name, m in metrics.items()}
@@ -260,6 +327,8 @@ def evaluate_run(
         "weights_sha256": digest or weights_digest(weights),
         "processes": info.world_size,
     }
+    if probe is not None:
+        result["canonicalizer"] = probe.compute()
     if write and info.is_main:
         store_result(Path(run_dir) / result_file(ev), result)
         if model.adapted and ev.warp_examples > 0:

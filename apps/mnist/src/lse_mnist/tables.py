@@ -11,6 +11,9 @@ A row is a run's `row_name` (its method, or ``aug_continued`` for an aug run fin
 - Paired differences: every row against ``aug``, ``aug_continued`` (the control with the same budget) and
   ``invl`` on the same backbone and seed, mean +- sample std over the seeds, with the number of seeds in
   which the row is better.
+- What the canonicalizers do (rows with canonicalizers, from their results' ``canonicalizer`` entries): the
+  size of their warps on the test scenes and the element-equivariance error of eq. 5, uniform and
+  content-weighted, mean +- sample std over the seeds, so that one that stays at the identity shows.
 - Plots: per backbone, accuracy against the common digit factor (``curve_scales``) and against the
   buckets, one line per method (mean and std over seeds).
 """
@@ -42,6 +45,13 @@ NAMES = {
     "stn_ce": "STN (H once), CE only",
     "stn": "STN (H once) + consistency",
     "stn_eq": "STN (H once) + element equivariance",
+}
+#: The ``canonicalizer`` entries of a result, with their table headers.
+CANON_KEYS = {
+    "warp_log_scale_mean": "mean abs log slope",
+    "warp_log_scale_max": "max abs log slope",
+    "equ_elem": "equ_elem (uniform)",
+    "equ_elem_content": "equ_elem (content)",
 }
 #: The rows the paired differences are taken against (those present).
 REFERENCES: tuple[str, ...] = ("aug", "aug_continued", "invl")
@@ -115,6 +125,19 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "overall_std": float(buckets.std()),
                 "n": len(runs),
             }
+    canon: dict[str, Any] = {}
+    for backbone, per in grouped.items():
+        for method, runs in per.items():
+            probes = [r["canonicalizer"] for r in runs if r.get("canonicalizer")]
+            if not probes:
+                continue
+            entry = {"n": len(probes)}
+            for key in CANON_KEYS:
+                values = [p[key] for p in probes if p.get(key) is not None]
+                if values:
+                    mean, std = mean_std(values)
+                    entry[key] = {"mean": mean, "std": std, "n": len(values)}
+            canon.setdefault(backbone, {})[method] = entry
     paired: dict[str, Any] = {}
     rows = _by_row(results)
     present = {r["method"] for r in rows}
@@ -126,6 +149,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "table2": table2,
         "table3": table3,
+        "canonicalizers": canon,
         "paired": paired,
         "runs": results,
         "notes": {
@@ -178,6 +202,28 @@ def markdown_tables(summary: dict[str, Any]) -> str:
                 f"{e['overall_mean']:.2f} ± {e['overall_std']:.2f}"
             ]
             lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    canon = summary.get("canonicalizers", {})
+    if canon:
+        lines.append(
+            "### What the canonicalizers do on the test scenes (mean ± std over seeds): warp size "
+            "|log slope| (0: the identity) and the element-equivariance error of eq. 5 (0: equivariant, "
+            "1: ignores the warp; content: weighted to where a warp is visible)\n"
+        )
+        lines += [
+            "| Backbone | Method | " + " | ".join(CANON_KEYS.values()) + " | n |",
+            "|---|---|" + "---:|" * (len(CANON_KEYS) + 1),
+        ]
+        for b, per_method in canon.items():
+            for m in methods:
+                e = per_method.get(m)
+                if e is None:
+                    continue
+                cells = [
+                    format_mean_std(e[k]["mean"], e[k]["std"], e[k]["n"], digits=3) if k in e else ""
+                    for k in CANON_KEYS
+                ]
+                lines.append(f"| {b} | {NAMES[m]} | " + " | ".join(cells) + f" | {e['n']} |")
         lines.append("")
     for reference, per_backbone in summary.get("paired", {}).items():
         lines.append(
