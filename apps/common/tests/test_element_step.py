@@ -277,3 +277,29 @@ def test_the_steps_take_the_weighting_and_name_a_wrong_one():
     step = options_step(lambda b: b, "dec", control="invl", adapted=True, canon=canon, **common)
     _, paired = step(model, (x, y))
     assert paired["equ_elem"] == pytest.approx(content["equ_elem"], rel=1e-5)
+
+
+def test_a_canonicalizer_clip_clips_the_groups_by_their_own_norms():
+    """With canon.grad_clip set (even to train.grad_clip), a canonicalizer's large gradient leaves the
+    backbone's step alone; without it one norm over all parameters is clipped."""
+    from lse_common.schedules import clip_gradients
+    from lse_common.training import create_optimizer, gradient_clip
+
+    train = TrainOptions(grad_clip=1.0)
+    assert gradient_clip(train, CanonOptions(grad_clip=1.0)) == {"backbone": 1.0, "canonicalizers": 1.0}
+    assert gradient_clip(train, CanonOptions()) == 1.0 and gradient_clip(train) == 1.0
+    assert gradient_clip(TrainOptions(grad_clip=None), CanonOptions(grad_clip=2.0)) == {"canonicalizers": 2.0}
+    model = _adapted()
+    results = []
+    for canon in (CanonOptions(grad_clip=1.0), CanonOptions()):
+        optimizer = create_optimizer(model, train, canon)
+        for p in model.parameters():
+            p.grad = torch.full_like(p, 1e-4)
+        for p in model.net.canonicalizers.parameters():
+            p.grad = torch.full_like(p, 10.0)  # an exploding canonicalizer gradient
+        before = next(model.head.parameters()).grad.clone()
+        norms = clip_gradients(model, optimizer, gradient_clip(train, canon))
+        results.append((norms, float((next(model.head.parameters()).grad / before).mean())))
+    (separate, kept), (shared, shrunk) = results
+    assert separate["grad_norm/canonicalizers"] > 100 and kept == pytest.approx(1.0)
+    assert "grad_norm" in shared and shrunk < 0.01

@@ -161,7 +161,8 @@ class CanonOptions:
         source: what a DEC reads: input (the image) or feature (the latent feature).
         grid: knot intervals (N, M) of the canonicalizers' monotone scalings.
         lr: learning rate of the canonicalizers.
-        grad_clip: clip the canonicalizers' gradient norm separately (default: train.grad_clip).
+        grad_clip: clip the canonicalizers' gradient norm to this, and the backbone's (train.grad_clip) by its
+            own norm, even at the same value (None: one norm over all parameters, train.grad_clip).
         freeze_backbone_epochs: epochs at the start (of train.epochs) in which only the canonicalizers train
             (backbone and head frozen and in eval mode), as the authors train their DEC before the joint
             phase; they run at the base rates (train.lr, canon.lr) and the schedule, its warm-up included,

@@ -43,6 +43,7 @@ __all__ = [
     "create_optimizer",
     "create_scheduler",
     "demo_stage",
+    "gradient_clip",
     "load_init_weights",
     "option_defaults",
     "param_groups",
@@ -256,6 +257,28 @@ def backbone_modules(model: nn.Module) -> list[nn.Module]:
     return out
 
 
+def gradient_clip(train: Any, canon: Any = None) -> float | dict[str, float] | None:
+    """The ``grad_clip`` of `Trainer` for ``train.grad_clip`` and ``canon.grad_clip``.
+
+    Without ``canon.grad_clip`` one norm over all parameters is clipped to ``train.grad_clip``. With it the
+    canonicalizers and the rest (``backbone``, the optimizer groups of `create_optimizer`) are clipped each by
+    its own norm, even at the same value, as the authors train their DEC: a canonicalizer whose gradient is
+    large (an implicit gradient near a poorly contracting fixed point) then cannot shrink the backbone's step
+    to nothing through a shared norm.
+
+    Example:
+        >>> from lse_common.options import CanonOptions, TrainOptions
+        >>> gradient_clip(TrainOptions(grad_clip=1.0), CanonOptions(grad_clip=1.0))
+        {'backbone': 1.0, 'canonicalizers': 1.0}
+        >>> gradient_clip(TrainOptions(grad_clip=1.0), CanonOptions())
+        1.0
+    """
+    if canon is None or canon.grad_clip is None:
+        return train.grad_clip
+    clips = {"backbone": train.grad_clip, "canonicalizers": canon.grad_clip}
+    return {name: value for name, value in clips.items() if value is not None}
+
+
 def option_defaults(**groups: Any) -> dict[str, Any]:
     """``{"group.field": default}`` of the option dataclasses (classes or instances) given as ``group=...``
     (``None`` skipped): what a run started before an option existed computed with
@@ -327,16 +350,7 @@ def run_training(
             optimizer = create_optimizer(model, train, canon)
             frozen_epochs = canon.freeze_backbone_epochs if canon is not None else 0
             scheduler, monitor = create_scheduler(optimizer, train, updates, delay_epochs=frozen_epochs)
-            canon_clip = (
-                canon.grad_clip if canon is not None and canon.grad_clip is not None else train.grad_clip
-            )
-            grad_clip: Any = train.grad_clip
-            if canon is not None and canon_clip != train.grad_clip:
-                grad_clip = {
-                    name: value
-                    for name, value in (("backbone", train.grad_clip), ("canonicalizers", canon_clip))
-                    if value is not None
-                }
+            grad_clip = gradient_clip(train, canon)
             adapted = bool(canonicalizer_modules(model))
             if frozen_epochs and not adapted:
                 raise ValueError("canon.freeze_backbone_epochs needs a method with canonicalizers")
