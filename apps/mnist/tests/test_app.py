@@ -176,14 +176,18 @@ def test_validation_split_is_evaluated_into_its_own_file(aug_run):
 
 
 def test_evaluation_does_not_depend_on_the_block_size(aug_run):
-    """All renderings of a block go through the model in one pass: the numbers are the block size's own."""
+    """The renderings of a block go through the model in one pass or in chunks (eval.forward_batch): the
+    numbers depend on neither."""
     _, aug = aug_run
     one = evaluate_run(aug, tiny_eval(batch_size=1, warp_examples=0), RUNTIME, write=False)
     four = evaluate_run(aug, tiny_eval(batch_size=4, warp_examples=0), RUNTIME, write=False)
-    for key in ("acc", "acc_rescaled", "bucket_acc", "curve_acc"):
-        assert one[key] == pytest.approx(four[key]), key
-    for key in ("inve_paper", "inve_reference"):
-        assert one[key] == pytest.approx(four[key], rel=1e-4), key
+    ev = tiny_eval(batch_size=4, forward_batch=3, warp_examples=0)
+    chunked = evaluate_run(aug, ev, RUNTIME, write=False)
+    for other in (four, chunked):
+        for key in ("acc", "acc_rescaled", "bucket_acc", "curve_acc"):
+            assert one[key] == pytest.approx(other[key]), key
+        for key in ("inve_paper", "inve_reference"):
+            assert one[key] == pytest.approx(other[key], rel=1e-4), key
     assert len(four["curve_acc"]) == 2 and len(four["bucket_acc"]) == 3
     assert four["row"] == "aug" and four["test_images"] == 4 and "canonicalizer" not in four
 

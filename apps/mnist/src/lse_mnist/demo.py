@@ -76,7 +76,12 @@ DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"head": "digits", "backbone": "tf_efficientnet_lite0", "pretrained": True},
     "train": {"batch_size": 64, "sched": "cosine", "weight_decay": 0.01, "log_every": 20},
     "canon": {"layers": ["input"], "dec_widths": [8, 16], "dec_view_size": 48, "dec_max_iter": 5},
-    "eval": {"batch_size": 200, "curve_scales": [0.4, 1.0, 2.0, 3.0], "warp_examples": 6},
+    "eval": {
+        "batch_size": 200,
+        "forward_batch": 32,
+        "curve_scales": [0.4, 1.0, 2.0, 3.0],
+        "warp_examples": 6,
+    },
     "runtime": {"num_workers": 0},
 }
 """The demo's presets on top of the train and eval defaults (flags and ``--config`` override them)."""

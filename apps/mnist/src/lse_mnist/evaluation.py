@@ -163,8 +163,11 @@ def evaluate_runs(runs: list[str], ev: MnistEval, runtime: RuntimeOptions) -> li
         cleanup_distributed()
 
 
-def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return model(images.to(device).float() / 255.0).float().softmax(1)
+def _predict(
+    model: torch.nn.Module, images: torch.Tensor, device: torch.device, chunk: int | None = None
+) -> torch.Tensor:
+    parts = images.split(chunk) if chunk else (images,)
+    return torch.cat([model(p.to(device).float() / 255.0).float().softmax(1) for p in parts])
 
 
 class _CanonicalizerProbe:
@@ -282,7 +285,8 @@ def evaluate_run(
         views += [ds.render(idx, inv_factors[idx, j]) for j in range(k)]
         views += [ds.render(idx, bucket_factors[b][idx]) for b in range(nb)]
         views += [ds.render(idx, factor) for factor in curve]
-        probs = _predict(model, torch.cat(views), device).unflatten(0, (len(views), len(idx)))
+        probs = _predict(model, torch.cat(views), device, ev.forward_batch)
+        probs = probs.unflatten(0, (len(views), len(idx)))
         p, reference, transformed = probs[0], probs[1], probs[2 : 2 + k].transpose(0, 1)
         metrics["acc"].update(p.argmax(1) == y, zeros)
         metrics["acc_rescaled"].update(
