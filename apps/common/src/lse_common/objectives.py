@@ -285,10 +285,11 @@ def element_step(
             canonicalizer.
     """
     import monowarp
+    from monowarp.validation import check_choice
 
     if direction not in ("unwarp", "warp"):
         raise ValueError(f"direction must be 'unwarp' or 'warp', got {direction!r}")
-    _check_weighting(weighting)
+    check_choice(weighting, "element weighting", ELEMENT_WEIGHTINGS)
     apply = monowarp.unwarp if direction == "unwarp" else monowarp.warp
 
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
@@ -304,12 +305,6 @@ def element_step(
         return elem, {"equ_elem": float(elem.detach()), **stats}
 
     return step
-
-
-def _check_weighting(weighting: str) -> None:
-    if weighting not in ELEMENT_WEIGHTINGS:
-        choices = ", ".join(ELEMENT_WEIGHTINGS)
-        raise ValueError(f"element weighting must be one of {choices}, got {weighting!r}")
 
 
 def options_step(
@@ -493,6 +488,7 @@ def paired_step(
     """
     import lsmetrics
     import monowarp
+    from monowarp.validation import check_choice
 
     if not weight >= 0:
         raise ValueError(f"weight must be >= 0, got {weight}")
@@ -502,7 +498,7 @@ def paired_step(
         raise ValueError("element_weight needs a canonicalizing model (log_warps=True)")
     if direction not in ("unwarp", "warp"):
         raise ValueError(f"direction must be 'unwarp' or 'warp', got {direction!r}")
-    _check_weighting(element_weighting)
+    check_choice(element_weighting, "element weighting", ELEMENT_WEIGHTINGS)
     apply = monowarp.unwarp if direction == "unwarp" else monowarp.warp
 
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
